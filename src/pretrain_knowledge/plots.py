@@ -1,0 +1,311 @@
+"""The five figures of method.md §6, drawn with seaborn from the workflow's Parquet tables.
+
+Every figure shows the spread over samples (error bars are ± one standard deviation across
+samples, and per-sample points where they are few), so that a difference between models can be
+told apart from sample noise. Each function takes tidy tables and returns a matplotlib Figure;
+:func:`save` writes it as PNG and PDF atomically.
+
+Coalition convention (examples figure): a coalition S is the integer with bit i set iff player
+i ∈ S (player 0 is the least significant bit); player i of a sample is patch ``patch_ids[i]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+from .selection import Selection  # noqa: E402
+
+KIND_ORDER = ["preserved", "discarded", "new"]
+KIND_PALETTE = {"preserved": "#1b9e77", "discarded": "#d95f02", "new": "#7570b3"}
+MODEL_PALETTE = {
+    "pretrain": "#666666",
+    "probe": "#e7298a",
+    "finetune": "#1b9e77",
+    "scratch": "#d95f02",
+}
+TYPE_COLORS = {"and": "#e41a1c", "or": "#377eb8"}
+PAPER_LEARNABILITY = (0.13, 0.45)
+"""Range of the preserved-learnability ratio reported by the paper (method.md §4)."""
+
+
+def _theme() -> None:
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def save(fig: Figure, png: str | os.PathLike[str], pdf: str | os.PathLike[str], dpi: int = 150) -> None:
+    """Write the figure as PNG and PDF, each atomically, and release it."""
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    with atomic_path(pdf) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _n_samples(frame: pd.DataFrame) -> int:
+    return int(frame["sample_id"].nunique())
+
+
+def knowledge_figure(decomposition: pd.DataFrame, title: str = "") -> Figure:
+    """Figure 1 (paper's Fig. 2): counts and strengths of preserved/discarded/new per order.
+
+    ``decomposition`` is the per-sample table (sample_id, kind, type, order, count, strength).
+    """
+    _theme()
+    data = decomposition.assign(
+        kind=decomposition["kind"].astype(str), type=decomposition["type"].astype(str)
+    )
+    orders = sorted(int(o) for o in data["order"].unique())
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, squeeze=False)
+    for col, kind_type in enumerate(["and", "or"]):
+        part = data[data["type"] == kind_type]
+        for row, (measure, label) in enumerate(
+            [("count", "number of interactions"), ("strength", "strength Σ|I|")]
+        ):
+            ax = axes[row, col]
+            sns.barplot(
+                data=part,
+                x="order",
+                y=measure,
+                hue="kind",
+                order=orders,
+                hue_order=KIND_ORDER,
+                palette=KIND_PALETTE,
+                errorbar="sd",
+                capsize=0.1,
+                err_kws={"linewidth": 1},
+                ax=ax,
+            )
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{kind_type.upper()} interactions — {measure}")
+            ax.set_xlabel("order |S|")
+            ax.set_ylabel(f"{label} per sample")
+            if (row, col) != (0, 1) and ax.get_legend() is not None:
+                ax.get_legend().remove()
+    axes[0, 1].legend(title="knowledge", loc="upper right")
+    n = _n_samples(data)
+    fig.suptitle(
+        f"{title}\npreserved / discarded / new knowledge (mean ± sd over {n} samples)".strip()
+    )
+    fig.tight_layout()
+    return fig
+
+
+def learnability_figure(learnability: pd.DataFrame) -> Figure:
+    """Figure 2 (paper's Fig. 3): preserved-learnability ratio per experiment.
+
+    ``learnability`` is the per-sample table of all experiments (experiment, sample_id, ratio, …);
+    samples without preserved knowledge (ratio NaN) are left out.
+    """
+    _theme()
+    data = learnability.dropna(subset=["ratio"]).assign(
+        experiment=lambda f: f["experiment"].astype(str)
+    )
+    experiments = sorted(learnability["experiment"].astype(str).unique())
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(experiments) + 2), 4.5))
+    ax.axhspan(*PAPER_LEARNABILITY, color="#bbbbbb", alpha=0.35, label="paper: 13–45 %")
+    if not data.empty:
+        sns.barplot(
+            data=data,
+            x="experiment",
+            y="ratio",
+            order=experiments,
+            errorbar="sd",
+            capsize=0.15,
+            color="#1b9e77",
+            alpha=0.6,
+            ax=ax,
+            label="mean ± sd",
+        )
+        sns.stripplot(
+            data=data,
+            x="experiment",
+            y="ratio",
+            order=experiments,
+            color="black",
+            size=3,
+            alpha=0.6,
+            jitter=0.2,
+            ax=ax,
+            label="per sample",
+        )
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("|K_preserve ∩ Ω_scratch| / |K_preserve|")
+    ax.set_xlabel("experiment")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize="small")
+    counts = data.groupby("experiment")["ratio"].size().reindex(experiments, fill_value=0)
+    ax.set_title(
+        "Preserved-learnability ratio (n = "
+        + ", ".join(str(int(c)) for c in counts)
+        + " samples with preserved knowledge)"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def similarity_figure(similarity: pd.DataFrame, title: str = "") -> Figure:
+    """Figure 3 (paper's Fig. 4): similarity to the final model's interactions versus epoch."""
+    _theme()
+    data = similarity.assign(model=similarity["model"].astype(str))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, (measure, label) in zip(
+        axes,
+        [("weighted_jaccard", "weighted Jaccard"), ("salient_iou", "IoU of salient sets")],
+        strict=True,
+    ):
+        sns.lineplot(
+            data=data,
+            x="epoch",
+            y=measure,
+            hue="model",
+            hue_order=["finetune", "scratch"],
+            palette=MODEL_PALETTE,
+            errorbar="sd",
+            marker="o",
+            ax=ax,
+        )
+        ax.set_ylim(0, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{label} to final model")
+        ax.set_title(label)
+    n = _n_samples(data)
+    fig.suptitle(f"{title}\nconvergence to the final knowledge (mean ± sd over {n} samples)".strip())
+    fig.tight_layout()
+    return fig
+
+
+def training_figure(metrics: pd.DataFrame, title: str = "") -> Figure:
+    """Figure 4: downstream accuracy and loss per epoch of the probe, fine-tuning and scratch."""
+    _theme()
+    data = metrics[metrics["model"].astype(str).isin(["probe", "finetune", "scratch"])]
+    data = data.assign(model=data["model"].astype(str), split=data["split"].astype(str))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, measure in zip(axes, ["accuracy", "loss"], strict=True):
+        sns.lineplot(
+            data=data,
+            x="epoch",
+            y=measure,
+            hue="model",
+            hue_order=["probe", "finetune", "scratch"],
+            palette=MODEL_PALETTE,
+            style="split",
+            style_order=["test", "train"],
+            marker="o",
+            ax=ax,
+        )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"downstream {measure}")
+    axes[0].set_ylim(0, 1.02)
+    fig.suptitle(f"{title}\nthe benefit being explained: training curves (one run each)".strip())
+    fig.tight_layout()
+    return fig
+
+
+def _example_samples(selection: Selection, n: int) -> list[int]:
+    """One sample per class first (in class order), then the rest, up to ``n``."""
+    labels = selection.labels.tolist()
+    first = [labels.index(c) for c in sorted(set(labels))]
+    rest = [i for i in range(len(labels)) if i not in first]
+    return (first + rest)[:n]
+
+
+def _draw_image(ax: plt.Axes, image: np.ndarray) -> None:
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(np.transpose(image, (1, 2, 0)))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _patch_box(selection: Selection, patch_id: int, **style) -> Rectangle:
+    grid = selection.players.grid
+    row, col = grid.row_col(patch_id)
+    p = grid.patch_size
+    return Rectangle((col * p - 0.5, row * p - 0.5), p, p, **style)
+
+
+def _players_of(selection: Selection, sample: int, coalition: int) -> list[int]:
+    """Patch ids of the players in ``coalition`` (bit i set iff player i ∈ S)."""
+    ids = selection.players.patch_ids[sample].tolist()
+    return [pid for i, pid in enumerate(ids) if coalition >> i & 1]
+
+
+def examples_figure(
+    selection: Selection, members: pd.DataFrame, n_examples: int = 5, title: str = ""
+) -> Figure:
+    """Figure 5: images with their strongest preserved, discarded and new interaction.
+
+    Column 1 outlines the players (numbered by player index); the others fill the patches of the
+    strongest element of each kind, red for AND and blue for OR, with its order and |I| above.
+    """
+    _theme()
+    samples = _example_samples(selection, n_examples)
+    fig, axes = plt.subplots(len(samples), 4, figsize=(9, 2.4 * len(samples)), squeeze=False)
+    images = selection.images.numpy()
+    for row, sample in enumerate(samples):
+        image = images[sample]
+        ax = axes[row, 0]
+        _draw_image(ax, image)
+        for i, pid in enumerate(selection.players.patch_ids[sample].tolist()):
+            ax.add_patch(_patch_box(selection, pid, fill=False, edgecolor="yellow", linewidth=1))
+            box = _patch_box(selection, pid)
+            ax.text(box.get_x() + 0.5, box.get_y() + 1.5, str(i), color="yellow", fontsize=6)
+        name = selection.class_names[int(selection.labels[sample])]
+        ax.set_title(f"sample {sample}: {name}", fontsize=9)
+        rows = members[members["sample_id"] == sample]
+        for col, kind in enumerate(KIND_ORDER, start=1):
+            ax = axes[row, col]
+            _draw_image(ax, image)
+            part = rows[rows["kind"].astype(str) == kind]
+            if part.empty:
+                ax.set_title(f"{kind}: none", fontsize=9)
+                continue
+            best = part.loc[part["strength"].idxmax()]
+            kind_type = str(best["type"])
+            for pid in _players_of(selection, sample, int(best["coalition"])):
+                ax.add_patch(
+                    _patch_box(
+                        selection,
+                        pid,
+                        facecolor=TYPE_COLORS[kind_type],
+                        alpha=0.55,
+                        edgecolor="white",
+                        linewidth=0.8,
+                    )
+                )
+            sign = "+" if int(best["sign"]) > 0 else "−"
+            ax.set_title(
+                f"{kind}: {kind_type.upper()} |S|={int(best['order'])}\n"
+                f"{sign}{float(best['strength']):.2f} ({len(part)} in all)",
+                fontsize=8,
+            )
+    for col, label in enumerate(["players", *KIND_ORDER]):
+        axes[0, col].annotate(
+            label, (0.5, 1.35), xycoords="axes fraction", ha="center", fontweight="bold"
+        )
+    fig.suptitle(
+        f"{title}\nstrongest interaction of each kind (red AND, blue OR)".strip(), y=1.0
+    )
+    fig.tight_layout()
+    return fig
+
+
+def concat_tables(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Concatenate Parquet tables that share a schema (e.g. one per experiment)."""
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)

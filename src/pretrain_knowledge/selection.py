@@ -1,0 +1,356 @@
+"""Which images are explained, and which patches are their players (method.md §2 and §5).
+
+The selection is made once per experiment and stored as an artefact that every later stage
+reads, so that all models and all checkpoints play exactly the same games: same images, same
+labels, same players. Two parts:
+
+* **samples** — ``k`` test images per class, drawn with a seed from the images that *all* final
+  models (probe, finetune, scratch) classify correctly, so that every explained game is one the
+  models win, and differences between their interactions are not differences in correctness;
+* **players** — for each sample, ``n`` distinct patches of a :class:`~pretrain_knowledge.game.PatchGrid`
+  chosen by a *player rule*. The default rule ``central`` draws them from the central region of
+  the grid. Rules are looked up by name in :data:`PLAYER_RULES`; a rule that needs dataset
+  annotations (bounding boxes, part keypoints) reads them from :attr:`SampleContext.annotation`
+  and is added with :func:`register_player_rule`.
+
+Coalition convention for everything downstream: player i of sample b is patch
+``patch_ids[b, i]``; a coalition T is the integer with bit i set iff player i ∈ T (player 0 is the
+least significant bit).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import ImageAnnotation, ImageSet
+from .game import PatchGrid, Players
+from .io import save_torch, write_parquet
+
+SELECTION_FORMAT = 1
+"""Version of the stored artefact; bumped when its fields change."""
+
+
+@dataclass(frozen=True)
+class SampleContext:
+    """What a player rule may look at for one sample."""
+
+    sample_id: int
+    dataset_index: int
+    """Index of the image in the downstream test set it was drawn from."""
+    label: int
+    image: Tensor
+    """(C, H, W) uint8, the stored image (the models see it normalised)."""
+    annotation: ImageAnnotation | None = None
+    """Bounding box and part keypoints in pixel coordinates of ``image``, where the dataset has them."""
+
+
+PlayerRule = Callable[..., Sequence[int]]
+"""``rule(grid, n, sample, rng, **options) -> n distinct patch ids``; ``rng`` is a seeded
+:class:`numpy.random.Generator` private to the sample."""
+
+PLAYER_RULES: dict[str, PlayerRule] = {}
+
+
+def register_player_rule(name: str) -> Callable[[PlayerRule], PlayerRule]:
+    """Make a player rule available to the config key ``selection.players.rule`` under ``name``."""
+
+    def decorate(rule: PlayerRule) -> PlayerRule:
+        PLAYER_RULES[name] = rule
+        return rule
+
+    return decorate
+
+
+def central_region(grid: PatchGrid, region: float) -> list[int]:
+    """Patch ids of the centred block that spans the fraction ``region`` of each grid side.
+
+    The margin is rounded down, so ``region`` is a lower bound on the block's share of a side.
+    """
+    if not 0 < region <= 1:
+        raise ValueError(
+            f"selection.players.region must lie in (0, 1] (the share of each grid side that "
+            f"counts as central), got {region}"
+        )
+    top = int(grid.n_rows * (1 - region) / 2)
+    left = int(grid.n_cols * (1 - region) / 2)
+    rows = range(top, grid.n_rows - top)
+    cols = range(left, grid.n_cols - left)
+    return [r * grid.n_cols + c for r in rows for c in cols]
+
+
+@register_player_rule("central")
+def central_players(
+    grid: PatchGrid,
+    n: int,
+    sample: SampleContext,
+    rng: np.random.Generator,
+    region: float = 0.6,
+) -> list[int]:
+    """n distinct patches drawn uniformly from the central region (method.md §2, default rule).
+
+    Fashion-MNIST and CIFAR objects are centred, so central patches carry the object; drawing
+    (rather than taking the n most central) varies the players between samples.
+    """
+    candidates = central_region(grid, region)
+    if len(candidates) < n:
+        raise ValueError(
+            f"the central region holds {len(candidates)} patches of the {grid.n_rows}×"
+            f"{grid.n_cols} grid but {n} players are needed: raise selection.players.region, "
+            "lower selection.players.patch_size or lower selection.players.n"
+        )
+    chosen = rng.choice(len(candidates), size=n, replace=False)
+    return [candidates[i] for i in chosen]
+
+
+def sample_rng(seed: int, dataset_index: int) -> np.random.Generator:
+    """A generator that depends only on the experiment seed and the image, never on run order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, dataset_index]))
+
+
+def choose_players(
+    grid: PatchGrid,
+    n: int,
+    samples: Sequence[SampleContext],
+    seed: int,
+    rule: str = "central",
+    options: Mapping[str, Any] | None = None,
+) -> Players:
+    """Players of every sample by the named rule; ids sorted so player order is canonical."""
+    if rule not in PLAYER_RULES:
+        raise ValueError(
+            f"unknown player rule selection.players.rule={rule!r}; known rules: "
+            f"{sorted(PLAYER_RULES)}"
+        )
+    if n < 1 or n > grid.n_patches:
+        raise ValueError(
+            f"selection.players.n={n} must lie in 1 … {grid.n_patches} (patches of the grid)"
+        )
+    rows = []
+    for sample in samples:
+        ids = PLAYER_RULES[rule](
+            grid, n, sample, sample_rng(seed, sample.dataset_index), **dict(options or {})
+        )
+        rows.append(sorted(int(i) for i in ids))
+    patch_ids = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), n)
+    return Players(grid=grid, patch_ids=patch_ids)
+
+
+@torch.inference_mode()
+def correct_mask(
+    models: Mapping[str, nn.Module],
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """bool (N,): True where every model predicts the true label."""
+    ok = torch.ones(len(labels), dtype=torch.bool)
+    for name, model in models.items():
+        model.eval().to(device)
+        starts = range(0, len(labels), batch_size)
+        for start in tqdm(starts, desc=f"classify {name}", unit="batch", mininterval=2):
+            x = images[start : start + batch_size].to(device)
+            pred = model(x).argmax(dim=1).cpu()
+            ok[start : start + batch_size] &= pred == labels[start : start + batch_size]
+    return ok
+
+
+def choose_samples(
+    labels: Tensor, eligible: Tensor, per_class: int, seed: int, classes: Sequence[int]
+) -> Tensor:
+    """Dataset indices of ``per_class`` eligible images per class, drawn with ``seed``.
+
+    Returned sorted by (class, dataset index) so that sample ids are stable and readable.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
+    chosen = []
+    labels_np = labels.numpy()
+    eligible_np = eligible.numpy()
+    for cls in classes:
+        pool = np.flatnonzero((labels_np == cls) & eligible_np)
+        if len(pool) < per_class:
+            total = int((labels_np == cls).sum())
+            raise ValueError(
+                f"class {cls} has only {len(pool)} of {total} test images that all final models "
+                f"classify correctly, fewer than selection.per_class={per_class}: lower "
+                "selection.per_class or train the models longer"
+            )
+        chosen.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
+    return torch.from_numpy(np.concatenate(chosen).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The stored selection of one experiment: images, labels and players of each sample.
+
+    Sample ids are 0 … K-1, the row order of every tensor. Player i of sample b is patch
+    ``players.patch_ids[b, i]``; coalition T has bit i set iff player i ∈ T.
+    """
+
+    images: Tensor
+    """(K, C, H, W) uint8 stored images; :meth:`inputs` normalises them as the models see them."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    """Per-channel normalisation of the downstream data (model input = (x/255 − mean)/std)."""
+    labels: Tensor
+    """(K,) int64 labels in the downstream task's label space."""
+    dataset_index: Tensor
+    """(K,) int64 index of each image in the prepared downstream test set."""
+    source_index: Tensor
+    """(K,) int64 index of each image in the source dataset's test split (its original file)."""
+    players: Players
+    class_names: tuple[str, ...]
+    """Downstream class names, indexed by label."""
+    seed: int
+    rule: str = "central"
+
+    def inputs(self, sample_ids: Tensor | None = None) -> Tensor:
+        """float32 (K', C, H, W) model inputs of the given samples (all when None)."""
+        images = self.images if sample_ids is None else self.images[sample_ids]
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+    def players_of(self, sample_ids: Tensor) -> Players:
+        return Players(grid=self.players.grid, patch_ids=self.players.patch_ids[sample_ids])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def sample_ids(self) -> Tensor:
+        return torch.arange(self.n_samples, dtype=torch.int64)
+
+    def shard_ids(self, shard: int, n_shards: int) -> Tensor:
+        """Sample ids of one of ``n_shards`` contiguous, near-equal shards (may be empty)."""
+        if not 0 <= shard < n_shards:
+            raise ValueError(f"shard {shard} out of range for extraction.shards={n_shards}")
+        parts = np.array_split(np.arange(self.n_samples), n_shards)
+        return torch.from_numpy(parts[shard].astype(np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so the file loads with ``weights_only=True``."""
+        g = self.players.grid
+        return {
+            "format": SELECTION_FORMAT,
+            "images": self.images,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "labels": self.labels,
+            "dataset_index": self.dataset_index,
+            "source_index": self.source_index,
+            "patch_ids": self.players.patch_ids,
+            "grid": {"height": g.height, "width": g.width, "patch_size": g.patch_size},
+            "class_names": list(self.class_names),
+            "seed": self.seed,
+            "rule": self.rule,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Selection:
+        if data.get("format") != SELECTION_FORMAT:
+            raise ValueError(
+                f"selection artefact has format {data.get('format')!r}, expected "
+                f"{SELECTION_FORMAT}; rerun the select stage"
+            )
+        grid = PatchGrid(**data["grid"])
+        return cls(
+            images=data["images"],
+            mean=tuple(float(m) for m in data["mean"]),
+            std=tuple(float(m) for m in data["std"]),
+            labels=data["labels"],
+            dataset_index=data["dataset_index"],
+            source_index=data["source_index"],
+            players=Players(grid=grid, patch_ids=data["patch_ids"]),
+            class_names=tuple(data["class_names"]),
+            seed=int(data["seed"]),
+            rule=str(data["rule"]),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        save_torch(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Selection:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no selection artefact at {path}; it is written by the select stage "
+                "(snakemake results/<experiment>/selection/selection.pt)"
+            ) from None
+        return cls.from_dict(data)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per sample, for people and joins: ids, label, class name and players."""
+        g = self.players.grid
+        ids = self.players.patch_ids
+        return pd.DataFrame(
+            {
+                "sample_id": self.sample_ids.numpy(),
+                "dataset_index": self.dataset_index.numpy().astype(np.int64),
+                "source_index": self.source_index.numpy().astype(np.int64),
+                "label": self.labels.numpy().astype(np.int64),
+                "class_name": [self.class_names[int(y)] for y in self.labels],
+                "patch_ids": [row.tolist() for row in ids],
+                "player_rows": [[i // g.n_cols for i in row.tolist()] for row in ids],
+                "player_cols": [[i % g.n_cols for i in row.tolist()] for row in ids],
+                "patch_size": np.full(self.n_samples, g.patch_size, dtype=np.int64),
+            }
+        )
+
+    def write(self, artefact: str | os.PathLike[str], table: str | os.PathLike[str]) -> None:
+        self.save(artefact)
+        write_parquet(self.to_frame(), table)
+
+
+def make_selection(
+    models: Mapping[str, nn.Module],
+    test: ImageSet,
+    *,
+    per_class: int,
+    seed: int,
+    n_players: int,
+    patch_size: int,
+    rule: str = "central",
+    rule_options: Mapping[str, Any] | None = None,
+    batch_size: int = 512,
+) -> Selection:
+    """Select samples that every model gets right, then their players (method.md §5)."""
+    height, width = test.image_size
+    grid = PatchGrid(height=height, width=width, patch_size=patch_size)
+    eligible = correct_mask(models, test.normalized(), test.labels, batch_size=batch_size)
+    index = choose_samples(test.labels, eligible, per_class, seed, range(test.num_classes))
+    contexts = [
+        SampleContext(
+            sample_id=k,
+            dataset_index=int(i),
+            label=int(test.labels[i]),
+            image=test.images[i],
+            annotation=test.annotation(int(i)),
+        )
+        for k, i in enumerate(index)
+    ]
+    players = choose_players(grid, n_players, contexts, seed, rule, rule_options)
+    return Selection(
+        images=test.images[index].contiguous(),
+        mean=test.mean,
+        std=test.std,
+        labels=test.labels[index].to(torch.int64),
+        dataset_index=index,
+        source_index=test.source_index[index].to(torch.int64),
+        players=players,
+        class_names=test.class_names,
+        seed=seed,
+        rule=rule,
+    )
