@@ -36,15 +36,21 @@ def coalition_orders(n: int, device: torch.device | str | None = None) -> Tensor
 
 
 def _butterfly(values: Tensor, sign: int) -> Tensor:
-    """Apply x[T ∪ {i}] += sign · x[T] for every bit i in turn (subset-sum / Möbius pass)."""
+    """Apply x[T ∪ {i}] += sign · x[T] for every bit i in turn (subset-sum / Möbius pass).
+
+    Works on one copy in place: each pass touches half the entries, which keeps the transform
+    memory-bound at ~n · 2^n reads and writes per game. Autograd follows the in-place updates
+    on the copy, so the transform stays differentiable.
+    """
     n = n_players_of(values)
     lead = values.shape[:-1]
-    x = values
+    x = values.clone(memory_format=torch.contiguous_format)
     for i in range(n):
-        blocks = x.reshape(*lead, 1 << (n - 1 - i), 2, 1 << i)
-        low, high = blocks.unbind(dim=-2)
-        high = high + low if sign > 0 else high - low
-        x = torch.stack((low, high), dim=-2).reshape(*lead, 1 << n)
+        blocks = x.view(*lead, 1 << (n - 1 - i), 2, 1 << i)
+        if sign > 0:
+            blocks[..., 1, :] += blocks[..., 0, :]
+        else:
+            blocks[..., 1, :] -= blocks[..., 0, :]
     return x
 
 
