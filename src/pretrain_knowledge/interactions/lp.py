@@ -32,16 +32,20 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from .transforms import zeta_transform
+from .transforms import and_transform, coalition_orders, or_transform, zeta_transform
 
 
 @dataclass(frozen=True)
 class LPSolution:
-    """Primal solution of the sparsity LP for a batch: AND and OR coefficients and q, (B, 2^n)."""
+    """Best solution found for a batch: AND coefficients a (so v_and = ζa) and q, both (B, 2^n).
+
+    The OR part follows exactly from v + q − ζa, so (a, q) fixes the whole decomposition.
+    """
 
     a: Tensor
-    o: Tensor
     q: Tensor
+    l1: Tensor
+    """(B,) exact L1 of the decomposition given by (a, q), after the order-≤1 merge."""
     iterations: int
     converged: Tensor
     """(B,) bool: relative gap and residuals below tolerance."""
@@ -121,6 +125,7 @@ def solve_sparsity_lp(
     bound: Tensor,
     *,
     tol: float = 1e-8,
+    feas_tol: float = 1e-7,
     max_iter: int = 80,
     progress: bool = False,
 ) -> LPSolution:
@@ -129,6 +134,10 @@ def solve_sparsity_lp(
     ``v`` is (B, 2^n) float64 (coalition bitmask indexing), ``bound`` is (B,) ≥ 0. Mehrotra
     predictor-corrector with separate primal and dual step lengths; games that have converged
     stop moving so that the batch result equals the per-game result.
+
+    Late iterations lose accuracy to the conditioning of the normal matrix (the primal residual
+    can grow again), so every iterate is turned into an exact decomposition and scored by its
+    true L1; the best one is returned, not the last.
     """
     from tqdm.auto import tqdm
 
@@ -142,6 +151,7 @@ def solve_sparsity_lp(
     w = torch.ones_like(v)  # dual of the upper bound, r block only
     y = torch.zeros_like(v)
     active = torch.ones(batch, dtype=torch.bool, device=v.device)
+    best = _Best(v, problem.bound)
     iterations = 0
     bar = tqdm(range(max_iter), desc="sparsify (LP)", disable=not progress, leave=False)
     for iterations in bar:
@@ -154,7 +164,10 @@ def solve_sparsity_lp(
         gap = (primal_obj - dual_obj).abs() / (1.0 + primal_obj.abs())
         res_p = r_p.abs().amax(-1) / (1.0 + problem.rhs.abs().amax(-1))
         res_d = r_d.abs().amax((1, 2))
-        active = active & ~((gap < tol) & (res_p < tol) & (res_d < tol))
+        finite = torch.isfinite(x).all(-1).all(-1) & torch.isfinite(y).all(-1)
+        best.update(x, finite)
+        converged = (gap < tol) & (res_p < feas_tol) & (res_d < feas_tol)
+        active = active & finite & ~converged
         if not bool(active.any()):
             break
         bar.set_postfix(gap=float(gap.max()))
@@ -200,10 +213,36 @@ def solve_sparsity_lp(
         z = z + alpha_d[:, None, None] * dz
         w = w + alpha_d[:, None] * dw
     bar.close()
-    a = x[:, 0] - x[:, 1]
-    o = x[:, 2] - x[:, 3]
-    q = x[:, 4] - problem.bound[:, None]
-    return LPSolution(a=a, o=o, q=q, iterations=iterations, converged=~active)
+    return LPSolution(a=best.a, q=best.q, l1=best.l1, iterations=iterations, converged=~active)
+
+
+class _Best:
+    """Per game, the iterate whose exact decomposition has the smallest L1 so far."""
+
+    def __init__(self, v: Tensor, bound: Tensor) -> None:
+        self.v = v
+        self.bound = bound[:, None]
+        self.low = coalition_orders(v.shape[-1].bit_length() - 1, v.device) <= 1
+        # Start from the even split (γ = q = 0), so the answer is never worse than it.
+        self.a = and_transform(0.5 * v)
+        self.q = torch.zeros_like(v)
+        self.l1 = self._l1(self.a, self.q)
+
+    def _l1(self, a: Tensor, q: Tensor) -> Tensor:
+        v_and = zeta_transform(a)
+        i_and = and_transform(v_and)
+        i_or = or_transform(self.v + q - v_and)
+        merged = torch.where(self.low, i_and + i_or, i_and).abs() + torch.where(self.low, 0.0, i_or).abs()
+        return merged.sum(-1)
+
+    def update(self, x: Tensor, finite: Tensor) -> None:
+        a = x[:, 0] - x[:, 1]
+        q = torch.maximum(torch.minimum(x[:, 4] - self.bound, self.bound), -self.bound)
+        l1 = self._l1(torch.where(finite[:, None], a, 0.0), torch.where(finite[:, None], q, 0.0))
+        better = finite & (l1 < self.l1)
+        self.a = torch.where(better[:, None], a, self.a)
+        self.q = torch.where(better[:, None], q, self.q)
+        self.l1 = torch.where(better, l1, self.l1)
 
 
 def _max_step(x: Tensor, dx: Tensor, s: Tensor, ds: Tensor) -> Tensor:

@@ -64,10 +64,7 @@ def sparsify(
         gamma, q = reference_split(v, bound, lr=lr, niter=niter, progress=progress)
     else:
         raise ValueError(f"unknown sparsification method {method!r}; choose one of {METHODS}")
-    result = interactions_from_split(v, gamma, q, bound, method)
-    if method == "lp":
-        result = _no_worse_than_even(result, v, bound)
-    return result
+    return interactions_from_split(v, gamma, q, bound, method)
 
 
 def _check_games(v: Tensor) -> Tensor:
@@ -127,21 +124,9 @@ def _lp_split(
     for start in tqdm(starts, desc="sparsify (LP chunks)", disable=not progress or len(starts) == 1):
         chunk = slice(start, start + chunk_size)
         solution = solve_sparsity_lp(v64[chunk], bound64[chunk], tol=tol, max_iter=max_iter, progress=progress)
-        q = torch.maximum(torch.minimum(solution.q, bound64[chunk, None]), -bound64[chunk, None])
-        gammas.append(zeta_transform(solution.a) - 0.5 * (v64[chunk] + q))
-        qs.append(q)
+        gammas.append(zeta_transform(solution.a) - 0.5 * (v64[chunk] + solution.q))
+        qs.append(solution.q)
     return torch.cat(gammas).to(v.dtype), torch.cat(qs).to(v.dtype)
-
-
-def _no_worse_than_even(result: Interactions, v: Tensor, bound: Tensor) -> Interactions:
-    """Fall back to the even split for any game where an unconverged solve did worse than it."""
-    worse = result.diagnostics.l1_final > result.diagnostics.l1_even
-    if not bool(worse.any()):
-        return result
-    keep = (~worse).to(v.device)[:, None]
-    gamma = torch.where(keep, result.gamma, torch.zeros_like(result.gamma))
-    q = torch.where(keep, result.q, torch.zeros_like(result.q))
-    return interactions_from_split(v, gamma, q, bound, result.diagnostics.method)
 
 
 def reference_split(
