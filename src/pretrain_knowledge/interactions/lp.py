@@ -31,6 +31,7 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .transforms import and_transform, coalition_orders, or_transform, zeta_transform
 
@@ -101,7 +102,6 @@ class _Problem:
     """
 
     def __init__(self, v: Tensor, bound: Tensor) -> None:
-        self.v = v
         self.bound = bound
         self.rhs = v - bound[:, None]
         self.upper = 2.0 * bound[:, None].expand_as(v)
@@ -139,8 +139,6 @@ def solve_sparsity_lp(
     can grow again), so every iterate is turned into an exact decomposition and scored by its
     true L1; the best one is returned, not the last.
     """
-    from tqdm.auto import tqdm
-
     problem = _Problem(v, bound.clamp_min(1e-12 * (1.0 + v.abs().amax(-1))))
     batch, size = v.shape
     scale = 1.0 + v.abs().amax(-1)[:, None, None]
@@ -206,12 +204,15 @@ def solve_sparsity_lp(
             target[:, None] - x * z - dx * dz,
             target - slack * w + dx[:, 4] * dw,
         )
-        alpha_p = 0.99 * _max_step(x, dx, slack, -dx[:, 4]) * active
-        alpha_d = 0.99 * _max_step(z, dz, w, dw) * active
-        x = x + alpha_p[:, None, None] * dx
-        y = y + alpha_d[:, None] * dy
-        z = z + alpha_d[:, None, None] * dz
-        w = w + alpha_d[:, None] * dw
+        alpha_p = 0.99 * _max_step(x, dx, slack, -dx[:, 4])
+        alpha_d = 0.99 * _max_step(z, dz, w, dw)
+        # Finished games keep their iterate exactly (a NaN direction must not leak into it).
+        x = _step(x, dx, alpha_p, active)
+        y = _step(y, dy, alpha_d, active)
+        z = _step(z, dz, alpha_d, active)
+        w = _step(w, dw, alpha_d, active)
+    else:
+        best.update(x, torch.isfinite(x).all(-1).all(-1))
     bar.close()
     return LPSolution(a=best.a, q=best.q, l1=best.l1, iterations=iterations, converged=~active)
 
@@ -243,6 +244,11 @@ class _Best:
         self.a = torch.where(better[:, None], a, self.a)
         self.q = torch.where(better[:, None], q, self.q)
         self.l1 = torch.where(better, l1, self.l1)
+
+
+def _step(value: Tensor, direction: Tensor, alpha: Tensor, active: Tensor) -> Tensor:
+    shape = (-1,) + (1,) * (value.ndim - 1)
+    return torch.where(active.view(shape), value + alpha.view(shape) * direction, value)
 
 
 def _max_step(x: Tensor, dx: Tensor, s: Tensor, ds: Tensor) -> Tensor:
