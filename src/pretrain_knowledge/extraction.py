@@ -62,7 +62,7 @@ def extract(
     sample_ids: torch.Tensor,
     *,
     qthres: float = 0.04,
-    method: str = "auto",
+    method: str = "lp",
     options: Mapping[str, Any] | None = None,
     baseline: float = 0.0,
     batch_size: int = 1024,
@@ -86,7 +86,9 @@ def extract(
         batch_size=batch_size,
         progress=progress,
     )
-    interactions = sparsify(v, qthres=qthres, method=method, **dict(options or {}))
+    interactions = sparsify(
+        v, qthres=qthres, method=method, progress=progress, **dict(options or {})
+    )
     grid = selection.players.grid
     return GameBatchResult(
         sample_ids=sample_ids.to(torch.int64),

@@ -80,8 +80,9 @@ def central_region(grid: PatchGrid, region: float) -> list[int]:
             f"selection.players.region must lie in (0, 1] (the share of each grid side that "
             f"counts as central), got {region}"
         )
-    top = int(grid.n_rows * (1 - region) / 2)
-    left = int(grid.n_cols * (1 - region) / 2)
+    # The small epsilon keeps float noise in 1 - region from shrinking the margin by a patch.
+    top = int(grid.n_rows * (1 - region) / 2 + 1e-9)
+    left = int(grid.n_cols * (1 - region) / 2 + 1e-9)
     rows = range(top, grid.n_rows - top)
     cols = range(left, grid.n_cols - left)
     return [r * grid.n_cols + c for r in rows for c in cols]
@@ -116,6 +117,30 @@ def sample_rng(seed: int, dataset_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, dataset_index]))
 
 
+def rule_options(rule: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The entries of ``options`` that ``rule`` takes as keyword arguments.
+
+    All rules share the config's one ``selection.players.options`` mapping, and merged configs
+    carry other rules' defaults (e.g. central's ``region`` under a ``bbox`` run), so each rule
+    takes its own keys; a key that no registered rule takes is a typo and an error.
+    """
+    import inspect
+
+    def params(fn: PlayerRule) -> set[str]:
+        return set(list(inspect.signature(fn).parameters)[4:])  # after grid, n, sample, rng
+
+    options = dict(options or {})
+    known = set().union(*(params(fn) for fn in PLAYER_RULES.values()))
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"selection.players.options has unknown keys {unknown}; the player rules take "
+            f"{sorted(known)}"
+        )
+    own = params(PLAYER_RULES[rule])
+    return {key: value for key, value in options.items() if key in own}
+
+
 def choose_players(
     grid: PatchGrid,
     n: int,
@@ -134,11 +159,10 @@ def choose_players(
         raise ValueError(
             f"selection.players.n={n} must lie in 1 … {grid.n_patches} (patches of the grid)"
         )
+    kwargs = rule_options(rule, options)
     rows = []
     for sample in samples:
-        ids = PLAYER_RULES[rule](
-            grid, n, sample, sample_rng(seed, sample.dataset_index), **dict(options or {})
-        )
+        ids = PLAYER_RULES[rule](grid, n, sample, sample_rng(seed, sample.dataset_index), **kwargs)
         rows.append(sorted(int(i) for i in ids))
     patch_ids = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), n)
     return Players(grid=grid, patch_ids=patch_ids)
@@ -354,3 +378,8 @@ def make_selection(
         seed=seed,
         rule=rule,
     )
+
+
+# Annotation-based rules (``bbox``, ``parts``) live in their own module and register themselves
+# on import; imported last because they build on the names above.
+from . import players as _players  # noqa: E402,F401

@@ -142,7 +142,7 @@ def _run_extract(args: argparse.Namespace) -> int:
         selection,
         ids,
         qthres=float(sparse.get("qthres", 0.04)),
-        method=str(sparse.get("method", "auto")),
+        method=str(sparse.get("method", "lp")),
         options=sparse.get("options", {}),
         baseline=float(settings.get("baseline", 0.0)),
         batch_size=int(settings.get("batch_size", 1024)),

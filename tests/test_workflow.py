@@ -1,0 +1,715 @@
+"""The whole workflow on the tiny test config, then its outputs, rerun semantics and faults.
+
+One module-scoped run of `snakemake --cores 2 --configfile config/test.yaml` in a temporary copy
+of the repository (so nothing lands in the real results/) feeds every test. The knowledge numbers
+are recomputed here from the interaction shards with plain pandas/numpy, independently of
+pretrain_knowledge.knowledge, and must agree with the workflow's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+COPIED = ("Snakefile", "workflow", "config", "profiles", "envs", "src")
+CONFIG = ["--configfile", "config/test.yaml"]
+# Tiny models train fastest on one thread each, two jobs side by side.
+THREADS = ["--set-threads", *(f"{r}=1" for r in ("pretrain", "probe", "finetune", "scratch", "select", "extract"))]
+EXPERIMENT = "synthetic-small_cnn-s0"
+MODELS = ("pretrain", "finetune", "scratch")
+RUN_LIMIT_S = 180
+SALIENCE = 0.05
+
+FIGURE_RULES = {
+    "figure_knowledge",
+    "figure_learnability",
+    "figure_similarity",
+    "figure_training",
+    "figure_examples",
+}
+
+
+def _copy_repo(dest: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SNAKEMAKE, *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _test_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    workdir = _copy_repo(tmp_path_factory.mktemp("workflow"))
+    start = time.perf_counter()
+    proc = snakemake(workdir, "--cores", "2", *CONFIG, *THREADS)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, f"workflow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return {"dir": workdir, "seconds": seconds, "log": proc.stderr}
+
+
+@pytest.fixture(scope="module")
+def results(run: dict) -> Path:
+    return run["dir"] / "results" / EXPERIMENT
+
+
+@pytest.fixture(scope="module")
+def shards(results: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(results / "interactions")
+    return frame.assign(
+        model=frame["model"].astype(str),
+        epoch=frame["epoch"].astype(int),
+        type=frame["type"].astype(str),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The run and its files
+# ----------------------------------------------------------------------------------------------
+
+
+def test_whole_dag_runs_within_the_time_limit(run: dict) -> None:
+    assert run["seconds"] < RUN_LIMIT_S, f"the tiny workflow took {run['seconds']:.0f}s"
+
+
+def test_no_rule_writes_outside_its_declared_outputs(run: dict) -> None:
+    proc = snakemake(run["dir"], "--cores", "1", *CONFIG, "--summary")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split("\t") for line in proc.stdout.strip().splitlines()]
+    header = lines[0]
+    declared = {Path(row[header.index("output_file")]) for row in lines[1:]}
+    for directory in [d for d in declared if (run["dir"] / d).is_dir()]:
+        declared |= {p.relative_to(run["dir"]) for p in (run["dir"] / directory).rglob("*")}
+    written = {
+        p.relative_to(run["dir"]) for p in (run["dir"] / "results").rglob("*") if p.is_file()
+    }
+    # Logs and benchmarks are declared per rule too, but --summary lists only outputs.
+    undeclared = {
+        p for p in written - declared if not {"logs", "benchmarks"} & set(p.parts)
+    }
+    assert not undeclared, f"files no rule declares: {sorted(map(str, undeclared))}"
+    leftovers = [p for p in written if p.name.endswith(".tmp")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+def test_every_rule_logged(results: Path, run: dict) -> None:
+    logs = list((results / "logs").rglob("*.log")) + list(
+        (run["dir"] / "results" / "logs").rglob("*.log")
+    )
+    names = {p.relative_to(p.parents[1]).as_posix() for p in logs}
+    assert {"logs/select.log", "logs/knowledge.log", "logs/metrics.log"} <= names
+    train_log = (results / "logs" / "train" / "finetune.log").read_text()
+    assert "[finetune] epoch 2/2" in train_log
+    assert "%|" in (results / "logs" / "extract" / "finetune-2-0.log").read_text()  # tqdm
+
+
+# ----------------------------------------------------------------------------------------------
+# Parquet schemas
+# ----------------------------------------------------------------------------------------------
+
+EXPECTED_DTYPES = {
+    "metrics.parquet": {
+        "model": "category",
+        "epoch": "int64",
+        "split": "category",
+        "loss": "float64",
+        "accuracy": "float64",
+        "seconds": "float64",
+    },
+    "selection/samples.parquet": {
+        "sample_id": "int64",
+        "dataset_index": "int64",
+        "source_index": "int64",
+        "label": "int64",
+        "class_name": "str",
+        "patch_ids": "object",
+        "player_rows": "object",
+        "player_cols": "object",
+        "patch_size": "int64",
+    },
+    "knowledge/decomposition.parquet": {
+        "experiment": "string",
+        "sample_id": "int64",
+        "kind": "category",
+        "type": "category",
+        "order": "int16",
+        "count": "int64",
+        "strength": "float64",
+    },
+    "knowledge/decomposition_summary.parquet": {
+        "experiment": "string",
+        "kind": "category",
+        "type": "category",
+        "order": "Int16",
+        "n_samples": "int64",
+        "count_mean": "float64",
+        "count_std": "float64",
+        "count_sem": "float64",
+        "strength_mean": "float64",
+        "strength_std": "float64",
+        "strength_sem": "float64",
+    },
+    "knowledge/members.parquet": {
+        "experiment": "string",
+        "sample_id": "int64",
+        "kind": "category",
+        "type": "category",
+        "coalition": "int64",
+        "order": "int16",
+        "sign": "int8",
+        "strength": "float64",
+    },
+    "knowledge/learnability.parquet": {
+        "experiment": "string",
+        "sample_id": "int64",
+        "preserved": "int64",
+        "learned": "int64",
+        "ratio": "float64",
+    },
+    "knowledge/learnability_summary.parquet": {
+        "experiment": "string",
+        "n_samples": "int64",
+        "n_with_preserved": "int64",
+        "ratio_mean": "float64",
+        "ratio_std": "float64",
+        "ratio_sem": "float64",
+        "ratio_median": "float64",
+        "ratio_pooled": "float64",
+        "preserved_mean": "float64",
+        "learned_mean": "float64",
+    },
+    "knowledge/similarity.parquet": {
+        "experiment": "string",
+        "model": "category",
+        "epoch": "int64",
+        "sample_id": "int64",
+        "weighted_jaccard": "float64",
+        "salient_iou": "float64",
+    },
+    "knowledge/similarity_summary.parquet": {
+        "experiment": "string",
+        "model": "category",
+        "epoch": "int64",
+        "n_samples": "int64",
+        "weighted_jaccard_mean": "float64",
+        "weighted_jaccard_std": "float64",
+        "weighted_jaccard_sem": "float64",
+        "salient_iou_mean": "float64",
+        "salient_iou_std": "float64",
+        "salient_iou_sem": "float64",
+    },
+}
+for _mode in ("pretrain", "probe", "finetune", "scratch"):
+    EXPECTED_DTYPES[f"training/{_mode}.parquet"] = {
+        "model": "str",
+        "epoch": "int64",
+        "split": "str",
+        "loss": "float64",
+        "accuracy": "float64",
+        "seconds": "float64",
+    }
+
+INTERACTION_DTYPES = {
+    "sample_id": "int64",
+    "type": "category",
+    "coalition": "int64",
+    "order": "int16",
+    "value": "float64",
+    "v": "float64",
+    "gamma": "float64",
+    "q": "float64",
+    "label": "int64",
+    "l1_even": "float64",
+    "l1_final": "float64",
+    "q_bound": "float64",
+    "matching_error": "float64",
+    "method": "string",
+    "players": "object",
+    "image_height": "int32",
+    "image_width": "int32",
+    "patch_size": "int32",
+    "model": "category",
+    "epoch": "category",
+}
+
+
+def test_every_parquet_file_has_its_schema(results: Path) -> None:
+    found = {
+        p.relative_to(results).as_posix()
+        for p in results.rglob("*.parquet")
+        if "interactions" not in p.parts
+    }
+    assert found == set(EXPECTED_DTYPES)
+    for name, dtypes in EXPECTED_DTYPES.items():
+        frame = pd.read_parquet(results / name)
+        assert dict(frame.dtypes.astype(str)) == dtypes, name
+        assert len(frame) > 0, name
+    for shard in (results / "interactions").rglob("*.parquet"):
+        frame = pd.read_parquet(shard)
+        expected = {k: v for k, v in INTERACTION_DTYPES.items() if k not in ("model", "epoch")}
+        assert dict(frame.dtypes.astype(str)) == expected, shard
+
+
+def test_results_readme_documents_every_column() -> None:
+    readme = (REPO / "results" / "README.md").read_text()
+    columns = set(INTERACTION_DTYPES)
+    for dtypes in EXPECTED_DTYPES.values():
+        columns |= set(dtypes)
+    missing = sorted(c for c in columns if f"`{c}`" not in readme and f"`{c.rsplit('_', 1)[0]}_mean`" not in readme)
+    assert not missing, f"results/README.md does not document {missing}"
+
+
+def test_metrics_one_row_per_model_epoch_split(results: Path) -> None:
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    config = _test_config()["training"]
+    expected = {
+        (mode, epoch, split)
+        for mode in ("pretrain", "probe", "finetune", "scratch")
+        for epoch in range(config[mode]["epochs"] + 1)
+        for split in ("train", "test")
+    }
+    got = set(zip(metrics["model"].astype(str), metrics["epoch"], metrics["split"].astype(str)))
+    assert got == expected and len(metrics) == len(expected)
+    assert metrics["accuracy"].between(0, 1).all()
+
+
+def test_interactions_read_as_one_typed_table(results: Path, shards: pd.DataFrame) -> None:
+    frame = pd.read_parquet(results / "interactions")
+    assert dict(frame.dtypes.astype(str)) == INTERACTION_DTYPES
+    config = _test_config()
+    n = config["selection"]["players"]["n"]
+    samples = 5 * config["selection"]["per_class"]
+    last = config["training"]["finetune"]["epochs"]
+    explained = {"pretrain": {config["training"]["probe"]["epochs"]}, "finetune": {0, last}, "scratch": {0, last}}
+    got = {m: set(shards[shards.model == m].epoch) for m in MODELS}
+    assert got == explained
+    per_checkpoint = shards.groupby(["model", "epoch"]).size()
+    assert (per_checkpoint == samples * 2 * 2**n).all()
+    keys = shards[["model", "epoch", "sample_id", "type", "coalition"]]
+    assert not keys.duplicated().any()
+    assert (shards["order"] == shards["coalition"].map(lambda c: bin(c).count("1"))).all()
+    shard_files = sorted((results / "interactions" / "model=finetune" / f"epoch={last}").glob("*.parquet"))
+    assert [p.name for p in shard_files] == ["shard-0.parquet", "shard-1.parquet"]
+
+
+def test_universal_matching_holds_on_every_stored_game(shards: pd.DataFrame) -> None:
+    assert shards["matching_error"].max() < 1e-6
+    n = int(np.log2(shards["coalition"].max() + 1))
+    idx = np.arange(1 << n)
+    subset = (idx[None, :] & ~idx[:, None]) == 0  # [T, S]: S ⊆ T
+    meets = (idx[None, :] & idx[:, None]) != 0  # [T, S]: S ∩ T ≠ ∅
+    worst = 0.0
+    for _, game in shards.groupby(["model", "epoch", "sample_id"]):
+        game = game.sort_values(["type", "coalition"])
+        i_and = game[game.type == "and"]["value"].to_numpy()
+        i_or = game[game.type == "or"]["value"].to_numpy()
+        target = game[game.type == "and"][["v", "q"]].sum(axis=1).to_numpy()
+        rebuilt = subset @ i_and + meets @ i_or + i_or[0]
+        worst = max(worst, float(np.abs(rebuilt - target).max() / max(1.0, np.abs(target).max())))
+        orders = np.array([bin(c).count("1") for c in idx])
+        assert np.all(i_or[orders == 1] == 0), "OR terms of order 1 must be merged into AND"
+        bound = game["q_bound"].iloc[0]
+        assert np.all(np.abs(game["q"].to_numpy()) <= bound * (1 + 1e-9) + 1e-12)
+    assert worst < 1e-9
+
+
+def test_selection_has_k_correct_samples_per_class_and_central_players(results: Path) -> None:
+    from pretrain_knowledge.selection import Selection
+    from pretrain_knowledge.training import load_classifier
+
+    config = _test_config()["selection"]
+    table = pd.read_parquet(results / "selection" / "samples.parquet")
+    assert table.groupby("label").size().tolist() == [config["per_class"]] * 5
+    assert table["dataset_index"].is_unique
+    selection = Selection.load(results / "selection" / "selection.pt")
+    grid = selection.players.grid
+    for ids in table["patch_ids"]:
+        assert len(set(ids)) == config["players"]["n"]
+        rows, cols = np.divmod(np.asarray(ids), grid.n_cols)
+        assert rows.min() >= 1 and rows.max() <= grid.n_rows - 2  # region 0.6 of a 5×5 grid
+        assert cols.min() >= 1 and cols.max() <= grid.n_cols - 2
+    epochs = _test_config()["training"]
+    for mode in ("probe", "finetune", "scratch"):
+        model = load_classifier(results / "checkpoints" / mode / f"epoch-{epochs[mode]['epochs']:03d}.pt")
+        with torch.no_grad():
+            predicted = model(selection.inputs()).argmax(1)
+        assert torch.equal(predicted, selection.labels), mode
+
+
+# ----------------------------------------------------------------------------------------------
+# Knowledge, recomputed independently from the shards
+# ----------------------------------------------------------------------------------------------
+
+
+def _salient(shards: pd.DataFrame, model: str, epoch: int) -> pd.DataFrame:
+    """(sample_id, type, coalition) → signed value of the salient interactions, per method.md §4."""
+    game = shards[(shards.model == model) & (shards.epoch == epoch) & (shards.coalition != 0)]
+    peak = game.assign(a=game["value"].abs()).groupby("sample_id")["a"].max()
+    tau = game["sample_id"].map(SALIENCE * peak)
+    return game[game["value"].abs() > tau].set_index(["sample_id", "type", "coalition"])["value"]
+
+
+def _final(shards: pd.DataFrame, model: str) -> int:
+    return int(shards[shards.model == model]["epoch"].max())
+
+
+def _decompose(shards: pd.DataFrame) -> dict[str, pd.Series]:
+    pre = _salient(shards, "pretrain", _final(shards, "pretrain"))
+    fin = _salient(shards, "finetune", _final(shards, "finetune"))
+    both = pre.index.intersection(fin.index)
+    same_sign = both[np.sign(pre[both].to_numpy()) == np.sign(fin[both].to_numpy())]
+    return {
+        "preserved": pre[same_sign],
+        "discarded": pre.drop(same_sign),
+        "new": fin.drop(same_sign),
+    }
+
+
+def test_decomposition_matches_an_independent_recomputation(results: Path, shards: pd.DataFrame) -> None:
+    table = pd.read_parquet(results / "knowledge" / "decomposition.parquet")
+    table = table.assign(kind=table["kind"].astype(str), type=table["type"].astype(str))
+    parts = _decompose(shards)
+    assert sum(len(p) for p in parts.values()) > 0
+    for kind, elements in parts.items():
+        frame = elements.abs().rename("strength").reset_index()
+        frame["order"] = frame["coalition"].map(lambda c: bin(c).count("1"))
+        expected = frame.groupby(["sample_id", "type", "order"]).agg(
+            count=("strength", "size"), strength=("strength", "sum")
+        )
+        got = table[table.kind == kind].set_index(["sample_id", "type", "order"])[["count", "strength"]]
+        got = got[got["count"] > 0]
+        got.index = got.index.set_levels(got.index.levels[2].astype("int64"), level=2)
+        pd.testing.assert_frame_equal(
+            got.sort_index(), expected.sort_index(), check_dtype=False, atol=1e-12, rtol=0
+        )
+
+
+def test_decomposition_summary_averages_the_per_sample_table(results: Path, shards: pd.DataFrame) -> None:
+    summary = pd.read_parquet(results / "knowledge" / "decomposition_summary.parquet")
+    totals = summary[summary["type"].astype(str) == "all"]
+    totals = totals.set_index(totals["kind"].astype(str))
+    samples = shards["sample_id"].nunique()
+    for kind, elements in _decompose(shards).items():
+        per_sample = elements.groupby(level="sample_id").size().reindex(range(samples), fill_value=0)
+        assert totals.loc[kind, "count_mean"] == pytest.approx(per_sample.mean())
+        assert totals.loc[kind, "count_std"] == pytest.approx(per_sample.std())
+        assert totals.loc[kind, "n_samples"] == samples
+
+
+def test_learnability_matches_an_independent_recomputation(results: Path, shards: pd.DataFrame) -> None:
+    table = pd.read_parquet(results / "knowledge" / "learnability.parquet").set_index("sample_id")
+    preserved = _decompose(shards)["preserved"]
+    scratch = _salient(shards, "scratch", _final(shards, "scratch"))
+    common = preserved.index.intersection(scratch.index)
+    learned = common[np.sign(preserved[common].to_numpy()) == np.sign(scratch[common].to_numpy())]
+    samples = range(shards["sample_id"].nunique())
+    n_pre = preserved.groupby(level="sample_id").size().reindex(samples, fill_value=0)
+    n_learned = pd.Series(1, index=learned).groupby(level="sample_id").size().reindex(samples, fill_value=0)
+    assert table["preserved"].tolist() == n_pre.tolist()
+    assert table["learned"].tolist() == n_learned.tolist()
+    ratio = (n_learned / n_pre.replace(0, np.nan)).to_numpy()
+    np.testing.assert_allclose(table["ratio"].to_numpy(), ratio, equal_nan=True)
+    summary = pd.read_parquet(results / "knowledge" / "learnability_summary.parquet")
+    assert summary["ratio_mean"].iloc[0] == pytest.approx(np.nanmean(ratio))
+    assert summary["ratio_pooled"].iloc[0] == pytest.approx(n_learned.sum() / n_pre.sum())
+
+
+def test_similarity_matches_an_independent_recomputation(results: Path, shards: pd.DataFrame) -> None:
+    table = pd.read_parquet(results / "knowledge" / "similarity.parquet")
+    table = table.assign(model=table["model"].astype(str)).set_index(["model", "epoch", "sample_id"])
+    nonempty = shards[shards.coalition != 0]
+    checked = 0
+    for model in ("finetune", "scratch"):
+        last = _final(shards, model)
+        final_values = nonempty[(nonempty.model == model) & (nonempty.epoch == last)]
+        final_set = set(_salient(shards, model, last).map(np.sign).items())
+        for epoch in sorted(set(shards[shards.model == model].epoch)):
+            values = nonempty[(nonempty.model == model) & (nonempty.epoch == epoch)]
+            salient = set(_salient(shards, model, epoch).map(np.sign).items())
+            for sample, game in values.groupby("sample_id"):
+                a = game.sort_values(["type", "coalition"])["value"].to_numpy()
+                b = final_values[final_values.sample_id == sample].sort_values(["type", "coalition"])["value"].to_numpy()
+                ta = np.concatenate([np.maximum(a, 0), np.maximum(-a, 0)])
+                tb = np.concatenate([np.maximum(b, 0), np.maximum(-b, 0)])
+                jaccard = np.minimum(ta, tb).sum() / np.maximum(ta, tb).sum()
+                mine = {x for x in salient if x[0][0] == sample}
+                theirs = {x for x in final_set if x[0][0] == sample}
+                union = mine | theirs
+                iou = len(mine & theirs) / len(union) if union else 1.0
+                row = table.loc[(model, epoch, sample)]
+                assert row["weighted_jaccard"] == pytest.approx(jaccard, abs=1e-12)
+                assert row["salient_iou"] == pytest.approx(iou, abs=1e-12)
+                checked += 1
+        assert table.loc[(model, last)]["weighted_jaccard"].eq(1.0).all()
+    assert checked == len(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures and report
+# ----------------------------------------------------------------------------------------------
+
+
+def _figures(run: dict) -> list[Path]:
+    root = run["dir"] / "results"
+    names = ["knowledge", "similarity", "training", "examples"]
+    return [root / EXPERIMENT / "figures" / f"{n}.{e}" for n in names for e in ("png", "pdf")] + [
+        root / "figures" / f"learnability.{e}" for e in ("png", "pdf")
+    ]
+
+
+def test_every_figure_is_a_non_empty_image(run: dict) -> None:
+    for path in _figures(run):
+        assert path.stat().st_size > 1000, path
+        if path.suffix == ".pdf":
+            assert path.read_bytes()[:5] == b"%PDF-", path
+            continue
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert min(pixels.shape) > 200, path
+        assert pixels.std() > 5, f"{path} is blank"
+
+
+def test_report_renders_every_figure(run: dict) -> None:
+    proc = snakemake(run["dir"], "--cores", "1", *CONFIG, "--report", "report.html", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (run["dir"] / "report.html").read_text(errors="replace")
+    for name in ("knowledge.png", "similarity.png", "training.png", "examples.png", "learnability.png"):
+        assert name in html
+
+
+# ----------------------------------------------------------------------------------------------
+# Rerun only what changed (dry runs after the full run)
+# ----------------------------------------------------------------------------------------------
+
+
+def planned_jobs(workdir: Path, *extra: str) -> dict[str, int]:
+    """Rule → number of jobs that `snakemake -n` would run."""
+    proc = snakemake(workdir, "-n", "--cores", "2", *extra, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out[out.rindex("Job stats:") :].splitlines()[3:]
+    jobs = {}
+    for line in table:
+        name, _, count = line.rpartition(" ")
+        if name.strip() == "total":
+            break
+        jobs[name.strip()] = int(count)
+    return jobs
+
+
+def _overlay(workdir: Path, name: str, settings: dict) -> list[str]:
+    (workdir / name).write_text(yaml.safe_dump(settings))
+    return [*CONFIG, name]
+
+
+N_EXTRACT = 2 * (1 + 2 + 2)  # shards × (pretrain + finetune 0, 2 + scratch 0, 2)
+
+
+def test_up_to_date_after_the_run(run: dict) -> None:
+    assert planned_jobs(run["dir"], *CONFIG) == {}
+
+
+def test_salience_change_reruns_only_knowledge_and_figures(run: dict) -> None:
+    args = _overlay(run["dir"], "salience.yaml", {"knowledge": {"salience": 0.1}})
+    assert planned_jobs(run["dir"], *args) == {
+        "knowledge": 1,
+        "figure_knowledge": 1,
+        "figure_learnability": 1,
+        "figure_similarity": 1,
+        "figure_examples": 1,
+        "all": 1,
+    }
+
+
+def test_sparsification_change_reruns_extraction_onward_and_no_training(run: dict) -> None:
+    args = _overlay(run["dir"], "qthres.yaml", {"extraction": {"sparsify": {"qthres": 0.02}}})
+    assert planned_jobs(run["dir"], *args) == {
+        "extract": N_EXTRACT,
+        "knowledge": 1,
+        "figure_knowledge": 1,
+        "figure_learnability": 1,
+        "figure_similarity": 1,
+        "figure_examples": 1,
+        "all": 1,
+    }
+
+
+def test_finetune_epochs_change_does_not_retrain_pretraining(run: dict) -> None:
+    args = _overlay(run["dir"], "epochs.yaml", {"training": {"finetune": {"epochs": 3}}})
+    jobs = planned_jobs(run["dir"], *args)
+    assert jobs == {
+        "finetune": 1,
+        "metrics": 1,
+        "select": 1,
+        "extract": N_EXTRACT,
+        "knowledge": 1,
+        **{rule: 1 for rule in FIGURE_RULES},
+        "all": 1,
+    }
+
+
+def test_more_seeds_add_experiments_without_touching_the_first(run: dict) -> None:
+    grid = {"datasets": ["synthetic"], "architectures": ["small_cnn"], "seeds": [0, 1]}
+    args = _overlay(run["dir"], "seeds.yaml", {"experiments": [grid]})
+    jobs = planned_jobs(run["dir"], *args)
+    one_experiment = {
+        "prepare_data": 2,
+        "pretrain": 1,
+        "probe": 1,
+        "finetune": 1,
+        "scratch": 1,
+        "metrics": 1,
+        "select": 1,
+        "extract": N_EXTRACT,
+        "knowledge": 1,
+        **{rule: 1 for rule in FIGURE_RULES},
+        "all": 1,
+    }
+    assert jobs == one_experiment  # s1 in full; of s0 only the cross-experiment figure
+    proc = snakemake(run["dir"], "-n", "--cores", "1", *args)
+    assert "experiment=synthetic-small_cnn-s1" in proc.stdout
+    assert f"experiment={EXPERIMENT}" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("plots.py", {**{rule: 1 for rule in FIGURE_RULES}, "all": 1}),
+        (
+            "extraction.py",
+            {
+                "extract": N_EXTRACT,
+                "knowledge": 1,
+                **{rule: 1 for rule in FIGURE_RULES - {"figure_training"}},
+                "all": 1,
+            },
+        ),
+        ("training.py", None),
+    ],
+)
+def test_library_change_reruns_its_stage(run: dict, module: str, expected: dict | None) -> None:
+    # Snakemake compares checksums of inputs newer than the outputs, so the code must change.
+    path = run["dir"] / "src" / "pretrain_knowledge" / module
+    before, text = path.stat(), path.read_text()
+    path.write_text(text + "\n# an edit\n")
+    os.utime(path, (before.st_atime, time.time() + 5))
+    try:
+        jobs = planned_jobs(run["dir"], *CONFIG)
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    if expected is None:  # training code: every model retrains, data preparation does not
+        assert {"pretrain", "probe", "finetune", "scratch", "select"} <= set(jobs)
+        assert "prepare_data" not in jobs
+    else:
+        assert jobs == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# Faults
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"knowledge": {"salience": "high"}}, "salience"),
+        ({"extraction": {"shard": 2}}, "shard"),
+        ({"selection": {"players": {"n": 0}}}, "'n'"),
+        ({"experiments": [{"datasets": ["nowhere"], "architectures": ["small_cnn"]}]}, "nowhere"),
+        ({"architectures": {"small_cnn": {"overrides": {"knowledge": {"tau_scope": "all"}}}}}, "tau_scope"),
+    ],
+)
+def test_bad_config_fails_validation_naming_the_key(run: dict, settings: dict, key: str) -> None:
+    args = _overlay(run["dir"], "bad.yaml", settings)
+    proc = snakemake(run["dir"], "-n", "--cores", "1", *args)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+
+
+def test_interrupted_run_resumes_with_rerun_incomplete(run: dict, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(run["dir"], workdir, symlinks=True)
+    args = _overlay(workdir, "slow.yaml", {"training": {"scratch": {"epochs": 40}}})
+    target = f"results/{EXPERIMENT}/checkpoints/scratch"
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, target, "--cores", "1", *args, *THREADS],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started = workdir / target / "epoch-003.pt"  # the finished run stopped at epoch 2
+    deadline = time.time() + 120
+    while not started.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert started.exists(), "scratch training never started"
+    assert not (workdir / target / "epoch-040.pt").exists(), "training finished before the kill"
+
+    stuck = snakemake(workdir, target, "-n", "--cores", "1", *args)
+    assert stuck.returncode != 0 and "incomplete" in (stuck.stdout + stuck.stderr).lower()
+    assert planned_jobs(workdir, target, "--rerun-incomplete", *args) == {"scratch": 1}
+    # A killed Snakemake (unlike one stopped with Ctrl-C) leaves its lock behind.
+    assert snakemake(workdir, "--unlock", *args).returncode == 0
+    done = snakemake(workdir, target, "--cores", "1", "--rerun-incomplete", *args, *THREADS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (workdir / target / "epoch-040.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Style
+# ----------------------------------------------------------------------------------------------
+
+
+def test_snakemake_lint_is_clean(run: dict) -> None:
+    proc = snakemake(run["dir"], "--lint", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean() -> None:
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    proc = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
