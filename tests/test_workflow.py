@@ -312,7 +312,11 @@ def test_interactions_read_as_one_typed_table(results: Path, shards: pd.DataFram
     n = config["selection"]["players"]["n"]
     samples = 5 * config["selection"]["per_class"]
     last = config["training"]["finetune"]["epochs"]
-    explained = {"pretrain": {config["training"]["probe"]["epochs"]}, "finetune": {0, last}, "scratch": {0, last}}
+    explained = {
+        "pretrain": {config["training"]["probe"]["epochs"]},
+        "finetune": {0, 1, last},
+        "scratch": {0, 1, last},
+    }
     got = {m: set(shards[shards.model == m].epoch) for m in MODELS}
     assert got == explained
     per_checkpoint = shards.groupby(["model", "epoch"]).size()
@@ -536,7 +540,7 @@ def _overlay(workdir: Path, name: str, settings: dict) -> list[str]:
     return [*CONFIG, name]
 
 
-N_EXTRACT = 2 * (1 + 2 + 2)  # shards × (pretrain + finetune 0, 2 + scratch 0, 2)
+N_EXTRACT = 2 * (1 + 3 + 3)  # shards × (pretrain + finetune 0, 1, 2 + scratch 0, 1, 2)
 
 
 def test_up_to_date_after_the_run(run: dict) -> None:
