@@ -1,0 +1,570 @@
+"""One training loop for the four models of an experiment (method.md §1).
+
+Modes:
+
+- ``pretrain``: train a fresh (or ImageNet-initialised) model on the upstream task. With
+  ImageNet weights and ``epochs=0`` it only writes the weights as ``epoch-000.pt``.
+- ``probe``: the pretrained backbone, frozen and *kept in eval mode* (BatchNorm statistics and
+  dropout untouched), with a new linear head trained on the downstream task. Its output is
+  ``v_pretrain``.
+- ``finetune``: the pretrained backbone with a new head; every layer trained.
+- ``scratch``: the same architecture from random initialisation, trained like ``finetune``.
+
+Every mode writes ``<out_dir>/epoch-000.pt`` before training and ``epoch-NNN.pt`` after each
+epoch: a dict of state_dicts plus a plain-dict ``config`` (torchvision-reference style), written
+atomically and loadable with ``torch.load(weights_only=True)``. Metrics go to one Parquet table
+with the workflow's schema (see :data:`METRIC_COLUMNS`).
+
+Reproducibility: the model/head initialisation, the batch order and the augmentation each draw
+from their own generator seeded from ``seed``, so the same config gives bitwise-identical weights
+on the CPU (with the same thread count; it is part of the config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pretrain_knowledge.data import ImageSet
+from pretrain_knowledge.io import save_torch, write_parquet
+from pretrain_knowledge.models import Classifier, build_model, model_from_config, replace_head
+
+MODES = ("pretrain", "probe", "finetune", "scratch")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+AUGMENTATIONS = ("none", "flip_crop", "crop")
+CHECKPOINT_FORMAT = "pretrain_knowledge.checkpoint/1"
+METRIC_COLUMNS = ("model", "epoch", "split", "loss", "accuracy", "seconds")
+"""Columns of a metrics table: one row per (model, epoch, split).
+
+``model`` is the mode; ``split`` is ``train`` or ``test``. Epoch 0 rows evaluate the untrained
+model on both splits. For epochs ≥ 1 the ``train`` row holds the running mean loss/accuracy over
+that epoch's mini-batches (as torchvision's reference reports it) and the epoch's training wall
+seconds; the ``test`` row is an eval-mode pass after the epoch and its wall seconds.
+"""
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint is missing, unreadable or not one of ours."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; stored verbatim in every checkpoint."""
+
+    mode: str
+    arch: str = "small_cnn"
+    epochs: int = 5
+    lr: float = 0.05
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    threads: int | None = None
+    eval_batch_size: int = 500
+    weights: str | None = None
+    """pretrain only: ImageNet weights, a file path or ``"imagenet"`` (torchvision API)."""
+    init: str | None = None
+    """probe/finetune: path of the pretrained checkpoint to start from."""
+    save_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.mode in MODES, f"mode must be one of {MODES}; got {self.mode!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}; got {self.schedule!r}"),
+            (self.augment in AUGMENTATIONS, f"augment must be one of {AUGMENTATIONS}; got {self.augment!r}"),
+            (self.epochs >= 0, f"epochs must be >= 0; got {self.epochs}"),
+            (self.lr > 0, f"lr must be > 0; got {self.lr}"),
+            (self.batch_size >= 1 and self.eval_batch_size >= 1, "batch sizes must be >= 1"),
+            (
+                self.mode in ("probe", "finetune") or self.init is None,
+                f"--init is for probe/finetune, not {self.mode}",
+            ),
+            (
+                self.mode not in ("probe", "finetune") or self.init is not None,
+                f"{self.mode} needs --init (a pretrain checkpoint)",
+            ),
+            (
+                self.mode == "pretrain" or self.weights is None,
+                "ImageNet weights belong to the pretrain stage",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    split: str
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint (see :func:`load_checkpoint`)."""
+
+    path: Path
+    epoch: int
+    model_state: dict[str, Tensor]
+    config: dict[str, Any]
+    """{"train": TrainConfig fields, "model": Classifier.config, "data": normalisation/classes, "init": ...}."""
+    optimizer_state: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: Classifier
+    checkpoints: list[Path]
+    metrics: pd.DataFrame
+
+
+def checkpoint_path(out_dir: str | os.PathLike[str], epoch: int) -> Path:
+    """``<out_dir>/epoch-NNN.pt``: the file names every stage and rule relies on."""
+    return Path(out_dir) / f"epoch-{epoch:03d}.pt"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(
+            f"checkpoint {p} does not exist; run the stage that writes it (pretrain/probe/finetune/scratch)"
+        )
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {p} is unreadable ({err}); delete it and rerun its stage") from err
+    if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{p} is not a pretrain_knowledge checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+            "ImageNet weight files go to the pretrain stage's --weights option"
+        )
+    return Checkpoint(
+        path=p,
+        epoch=int(d["epoch"]),
+        model_state=d["model"],
+        config=d["config"],
+        optimizer_state=d.get("optimizer"),
+    )
+
+
+def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Classifier:
+    """A checkpoint as a ready-to-use classifier in eval mode.
+
+    Its logits are over the checkpoint's own classes: the downstream classes for probe, finetune
+    and scratch (the probe's classifier is the frozen backbone plus its linear head), the
+    upstream classes for pretrain. Inputs are normalised as ``config["data"]`` says
+    (:meth:`pretrain_knowledge.data.ImageSet.normalize`).
+    """
+    ckpt = load_checkpoint(path)
+    model = model_from_config(ckpt.config["model"])
+    model.load_state_dict(ckpt.model_state)
+    return model.to(device).eval()
+
+
+def _save_checkpoint(
+    out_dir: Path,
+    epoch: int,
+    model: Classifier,
+    optimizer: torch.optim.Optimizer | None,
+    config: dict[str, Any],
+    metrics: list[EpochMetrics],
+) -> Path:
+    path = checkpoint_path(out_dir, epoch)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": state,
+        "config": config,
+        "metrics": [dataclasses.asdict(m) for m in metrics if m.epoch == epoch],
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+    save_torch(payload, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    starts = list(range(0, n, batch_size))
+    # A trailing batch of one would break BatchNorm in train mode; fold it into the previous one.
+    if generator is not None and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, s in enumerate(starts):
+        e = starts[i + 1] if i + 1 < len(starts) else n
+        yield order[s:e]
+
+
+def _augment(x: Tensor, kind: str, generator: torch.Generator) -> Tensor:
+    """Random crop after zero padding (zero = the dataset mean) and, for flip_crop, a mirror flip."""
+    if kind == "none":
+        return x
+    b, _, h, w = x.shape
+    pad = max(1, min(h, w) // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).tolist()
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    if kind == "flip_crop":
+        flip = torch.rand(b, generator=generator) < 0.5
+        out = torch.where(flip.view(b, 1, 1, 1).to(out.device), out.flip(-1), out)
+    return out
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, enabled=False)
+
+
+def set_train_mode(model: Classifier, mode: str) -> None:
+    """Train mode for what is trained; the probe's frozen backbone stays in eval mode."""
+    model.train()
+    if mode == "probe":
+        model.backbone.eval()
+
+
+def train_one_epoch(
+    model: Classifier,
+    data: ImageSet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    mode: str,
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator,
+    augment: str = "none",
+    label_smoothing: float = 0.0,
+    amp: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
+    desc: str = "train",
+) -> tuple[float, float]:
+    """One pass over ``data`` in shuffled mini-batches; returns running (mean loss, accuracy)."""
+    set_train_mode(model, mode)
+    total_loss, correct, seen = 0.0, 0, 0
+    n_batches = len(range(0, len(data), batch_size))
+    bar = tqdm(
+        _batches(len(data), batch_size, generator),
+        total=n_batches,
+        desc=desc,
+        unit="batch",
+        file=sys.stderr,
+        mininterval=5.0,
+        leave=False,
+    )
+    for idx in bar:
+        x = data.normalize(data.images[idx].to(device, non_blocking=True))
+        x = _augment(x, augment, generator)
+        y = data.labels[idx].to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        batch_loss = float(loss.detach())
+        if not math.isfinite(batch_loss):
+            raise FloatingPointError(f"{desc}: loss became {batch_loss}; lower the learning rate")
+        total_loss += batch_loss * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    data: ImageSet,
+    *,
+    batch_size: int = 500,
+    device: torch.device | None = None,
+    amp: bool = False,
+    desc: str = "eval",
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``data``."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    total_loss, correct = 0.0, 0
+    n_batches = len(range(0, len(data), batch_size))
+    for idx in tqdm(
+        _batches(len(data), batch_size, None),
+        total=n_batches,
+        desc=desc,
+        unit="batch",
+        file=sys.stderr,
+        mininterval=5.0,
+        leave=False,
+    ):
+        x = data.normalize(data.images[idx].to(device))
+        y = data.labels[idx].to(device)
+        with _autocast(device, amp):
+            logits = model(x)
+        total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    return total_loss / max(len(data), 1), correct / max(len(data), 1)
+
+
+def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.schedule == "constant":
+        return None
+    total = max(1, cfg.epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    )
+
+
+def _resize_vit(model: Classifier, image_size: int) -> Classifier:
+    """ViT-B/16 for another input side: position embeddings interpolated, every other weight kept.
+
+    ImageNet weights are stored at 224 px by the pretrain stage, which does not see the data; a
+    downstream run at another resolution adapts them here, as ViT fine-tuning at 384 px does.
+    """
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    backbone = interpolate_embeddings(image_size, 16, model.backbone.state_dict())  # type: ignore[arg-type]
+    resized = model_from_config({**model.config, "image_size": image_size})
+    resized.backbone.load_state_dict(backbone)
+    resized.head.load_state_dict(model.head.state_dict())
+    return resized
+
+
+def _initial_model(cfg: TrainConfig, train: ImageSet | None) -> tuple[Classifier, dict[str, Any]]:
+    """Build the epoch-0 model of a mode; the global RNG must already be seeded."""
+    if cfg.mode in ("pretrain", "scratch"):
+        if train is None:
+            if cfg.weights is None:
+                raise ValueError(f"{cfg.mode} needs training data (or, for pretrain, ImageNet weights)")
+            return build_model(cfg.arch, 1000, in_channels=3, weights=cfg.weights), {}
+        size = train.image_size
+        if size[0] != size[1]:
+            raise ValueError(f"images must be square; got {size}")
+        model = build_model(
+            cfg.arch, train.num_classes, in_channels=train.channels, image_size=size[0], weights=cfg.weights
+        )
+        return model, {}
+    assert cfg.init is not None and train is not None
+    ckpt = load_checkpoint(cfg.init)
+    model = model_from_config(ckpt.config["model"])
+    model.load_state_dict(ckpt.model_state)
+    if model.in_channels != train.channels:
+        raise ValueError(
+            f"{cfg.init} expects {model.in_channels}-channel images but the data has {train.channels}; "
+            f"prepare the data with --channels {model.in_channels}"
+        )
+    if model.arch == "vit_b_16" and train.image_size != (model.image_size, model.image_size):
+        model = _resize_vit(model, train.image_size[0])
+    replace_head(model, train.num_classes)
+    if cfg.mode == "probe":
+        model.backbone.requires_grad_(False)
+    return model, {"path": str(cfg.init), "epoch": ckpt.epoch, "mode": ckpt.config["train"]["mode"]}
+
+
+def metrics_frame(rows: list[EpochMetrics], model_name: str) -> pd.DataFrame:
+    """Metrics rows as the workflow's table (columns :data:`METRIC_COLUMNS`, fixed dtypes)."""
+    frame = pd.DataFrame(
+        [dataclasses.asdict(r) for r in rows], columns=["epoch", "split", "loss", "accuracy", "seconds"]
+    )
+    frame.insert(0, "model", model_name)
+    return frame.astype(
+        {
+            "model": str,
+            "epoch": "int64",
+            "split": str,
+            "loss": "float64",
+            "accuracy": "float64",
+            "seconds": "float64",
+        }
+    )[list(METRIC_COLUMNS)]
+
+
+def _data_config(data: ImageSet | None, info: dict[str, Any] | None) -> dict[str, Any]:
+    if data is None:
+        return {}
+    return {
+        "class_names": list(data.class_names),
+        "source_classes": list(data.source_classes),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "image_size": list(data.image_size),
+        "channels": data.channels,
+        "info": dict(info or {}),
+    }
+
+
+def train(
+    cfg: TrainConfig,
+    train_data: ImageSet | None,
+    test_data: ImageSet | None,
+    out_dir: str | os.PathLike[str],
+    metrics_path: str | os.PathLike[str] | None = None,
+    *,
+    data_info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Run one mode: checkpoints at epoch 0 and after each epoch, metrics after each epoch."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if (train_data is None) != (test_data is None):
+        raise ValueError("give both train and test data, or neither (pretrain from ImageNet weights only)")
+    if train_data is None and cfg.epochs:
+        raise ValueError("without data, only epochs=0 is possible (ImageNet weights saved as epoch 0)")
+    if train_data is not None and len(train_data) == 0:
+        raise ValueError("the training split is empty")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(cfg.seed)
+    model, init_info = _initial_model(cfg, train_data)
+    model.to(device)
+    config = {
+        "train": cfg.to_dict(),
+        "model": model.config,
+        "data": _data_config(train_data, data_info),
+        "init": init_info,
+    }
+    params = [
+        p for p in (model.head.parameters() if cfg.mode == "probe" else model.parameters()) if p.requires_grad
+    ]
+    optimizer = _make_optimizer(params, cfg)
+    steps = len(range(0, len(train_data), cfg.batch_size)) if train_data is not None else 0
+    scheduler = _make_scheduler(optimizer, cfg, steps)
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    )
+    shuffle = torch.Generator().manual_seed(cfg.seed + 1)
+    out = Path(out_dir)
+    rows: list[EpochMetrics] = []
+
+    def record(epoch: int, split: str, loss: float, acc: float, seconds: float) -> None:
+        rows.append(EpochMetrics(epoch, split, loss, acc, seconds))
+
+    def evaluate_test(epoch: int) -> None:
+        assert test_data is not None
+        t0 = time.perf_counter()
+        loss, acc = evaluate(
+            model,
+            test_data,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            amp=cfg.amp,
+            desc=f"{cfg.mode} test {epoch}",
+        )
+        record(epoch, "test", loss, acc, time.perf_counter() - t0)
+
+    if train_data is not None:
+        t0 = time.perf_counter()
+        loss, acc = evaluate(
+            model,
+            train_data,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            amp=cfg.amp,
+            desc=f"{cfg.mode} train 0",
+        )
+        record(0, "train", loss, acc, time.perf_counter() - t0)
+        evaluate_test(0)
+    saver = optimizer if cfg.save_optimizer else None
+    checkpoints = [_save_checkpoint(out, 0, model, saver, config, rows)]
+    _log_epoch(cfg, rows, 0)
+    for epoch in range(1, cfg.epochs + 1):
+        assert train_data is not None
+        t0 = time.perf_counter()
+        loss, acc = train_one_epoch(
+            model,
+            train_data,
+            optimizer,
+            scheduler,
+            mode=cfg.mode,
+            batch_size=cfg.batch_size,
+            device=device,
+            generator=shuffle,
+            augment=cfg.augment,
+            label_smoothing=cfg.label_smoothing,
+            amp=cfg.amp,
+            scaler=scaler,
+            desc=f"{cfg.mode} epoch {epoch}/{cfg.epochs}",
+        )
+        record(epoch, "train", loss, acc, time.perf_counter() - t0)
+        evaluate_test(epoch)
+        checkpoints.append(_save_checkpoint(out, epoch, model, saver, config, rows))
+        _log_epoch(cfg, rows, epoch)
+        if metrics_path is not None:
+            write_parquet(metrics_frame(rows, cfg.mode), metrics_path)
+    frame = metrics_frame(rows, cfg.mode)
+    if metrics_path is not None:
+        write_parquet(frame, metrics_path)
+    return TrainResult(model=model.eval(), checkpoints=checkpoints, metrics=frame)
+
+
+def _log_epoch(cfg: TrainConfig, rows: list[EpochMetrics], epoch: int) -> None:
+    parts = [
+        f"{r.split} loss {r.loss:.4f} acc {r.accuracy:.4f} ({r.seconds:.1f}s)"
+        for r in rows
+        if r.epoch == epoch
+    ]
+    tqdm.write(
+        f"[{cfg.mode}] epoch {epoch}/{cfg.epochs}: " + ("; ".join(parts) or "no data"), file=sys.stderr
+    )
