@@ -153,7 +153,7 @@ def dense_reference_loop(v: torch.Tensor, bound: float, to_and: torch.Tensor, to
             opt.param_groups[0]["lr"] = rates[it]
             loss.backward()
             opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def sparsify_rows(v: torch.Tensor, device: str, niter: int, loop_steps: int, lp_games: int) -> list[dict]:
@@ -217,9 +217,9 @@ def main() -> None:
     parser.add_argument("--niter", type=int, default=10_000, help="reference recipe steps")
     parser.add_argument("--loop-steps", type=int, default=200, help="steps timed in the dense loop")
     parser.add_argument("--lp-games", type=int, default=3, help="games checked against HiGHS")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     args = parser.parse_args()
-    if args.device == "cpu":
-        torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = transform_rows(args.device, args.quick)
     count = 8 if args.quick else 64
     v = real_games(10, count, args.device)
@@ -228,7 +228,7 @@ def main() -> None:
     rows += [
         _row("4 game", f"{r['model']} {r['input']}: masked images/s (ours) vs plain inference, batch {r['batch_size']}",
              r["game_img_per_s"], r["plain_img_per_s"], "ours/ref ≥ 0.8", unit="img/s", ratio=r["ratio"])
-        for r in throughput_rows(device=args.device)
+        for r in throughput_rows(device=args.device, resnet=not args.quick)
     ]
     print_table(rows)
 
