@@ -211,6 +211,8 @@ def training_figure(metrics: pd.DataFrame, title: str = "") -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"downstream {measure}")
     axes[0].set_ylim(0, 1.02)
+    axes[0].get_legend().remove()
+    axes[1].legend(loc="upper right", fontsize="small")
     fig.suptitle(f"{title}\nthe benefit being explained: training curves (one run each)".strip())
     fig.tight_layout()
     return fig

@@ -46,26 +46,36 @@ ENV = "../../envs/pretrain-knowledge.yaml"
 
 
 def _modules(*names):
-    """Paths of library modules (relative to the working directory when possible)."""
+    """Paths of the library modules a stage runs (a package name stands for all its modules).
+
+    Modules that do not exist (yet) are left out, so an optional module never breaks the DAG.
+    The package's plumbing (__init__, __main__, the command dispatcher and the atomic writers of
+    io.py) is deliberately not declared: it does not change results, and declaring it would
+    rerun every stage after any edit there (force a rerun with -R <rule> if it ever matters).
+    """
     paths = []
     for name in names:
         path = PACKAGE / name
         found = (
             sorted(path.glob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
         )
-        paths.extend(os.path.relpath(p) for p in found)
+        paths.extend(os.path.relpath(p) for p in found if p.is_file())
     return paths
 
 
-_BASE = ("__init__", "__main__", "io", "cli/__init__")
 LIB = {
-    "data": _modules(*_BASE, "data", "cli/train"),
-    "train": _modules(*_BASE, "data", "models", "training", "cli/train"),
+    "data": _modules("data", "cli/train"),
+    "train": _modules("data", "models", "training", "cli/train"),
     "select": _modules(
-        *_BASE, "data", "models", "training", "game", "selection", "cli/analysis"
+        "data",
+        "models",
+        "training",
+        "game",
+        "selection",
+        "players",
+        "cli/analysis",
     ),
     "extract": _modules(
-        *_BASE,
         "models",
         "training",
         "game",
@@ -77,10 +87,10 @@ LIB = {
         "cli/analysis",
     ),
     "knowledge": _modules(
-        *_BASE, "interactions", "results", "knowledge", "extraction", "cli/analysis"
+        "interactions", "results", "knowledge", "extraction", "cli/analysis"
     ),
-    "figures": _modules(*_BASE, "selection", "knowledge", "plots", "cli/analysis"),
-    "metrics": _modules(*_BASE, "cli/analysis"),
+    "figures": _modules("selection", "knowledge", "plots", "cli/analysis"),
+    "metrics": _modules("cli/analysis"),
 }
 
 
