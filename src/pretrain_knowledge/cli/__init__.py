@@ -11,7 +11,11 @@ from collections.abc import Sequence
 
 # Modules that define ``register(subparsers) -> None``; each sub-command sets ``func`` via
 # ``parser.set_defaults(func=...)`` taking the parsed namespace and returning an exit code.
-_STAGE_MODULES = ("pretrain_knowledge.cli.train", "pretrain_knowledge.cli.analysis")
+_STAGE_MODULES = (
+    "pretrain_knowledge.cli.train",
+    "pretrain_knowledge.cli.analysis",
+    "pretrain_knowledge.cli.fixtures",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
