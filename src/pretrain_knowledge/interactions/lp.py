@@ -162,13 +162,13 @@ def solve_sparsity_lp(
         gap = (primal_obj - dual_obj).abs() / (1.0 + primal_obj.abs())
         res_p = r_p.abs().amax(-1) / (1.0 + problem.rhs.abs().amax(-1))
         res_d = r_d.abs().amax((1, 2))
-        finite = torch.isfinite(x).all(-1).all(-1) & torch.isfinite(y).all(-1)
-        best.update(x, finite)
+        finite = _finite(x, z) & _finite(y, w) & torch.isfinite(gap)
+        stalled = best.update(x, finite) & (gap < 1e-6)
         converged = (gap < tol) & (res_p < feas_tol) & (res_d < feas_tol)
-        active = active & finite & ~converged
+        active = active & finite & ~converged & ~stalled
         if not bool(active.any()):
             break
-        bar.set_postfix(gap=float(gap.max()))
+        bar.set_postfix(gap=float(gap[active].max()))
         n_compl = 5 * size + size
         mu = ((x * z).sum((1, 2)) + (slack * w).sum(-1)) / n_compl
 
@@ -218,7 +218,13 @@ def solve_sparsity_lp(
 
 
 class _Best:
-    """Per game, the iterate whose exact decomposition has the smallest L1 so far."""
+    """Per game, the iterate whose exact decomposition has the smallest L1 so far.
+
+    Also tells when a game has stopped improving: near the optimum the conditioning of the
+    normal matrix, not the method, limits progress, and further iterations only cost time.
+    """
+
+    patience = 3
 
     def __init__(self, v: Tensor, bound: Tensor) -> None:
         self.v = v
@@ -228,6 +234,7 @@ class _Best:
         self.a = and_transform(0.5 * v)
         self.q = torch.zeros_like(v)
         self.l1 = self._l1(self.a, self.q)
+        self.since_improved = torch.zeros(v.shape[0], dtype=torch.long, device=v.device)
 
     def _l1(self, a: Tensor, q: Tensor) -> Tensor:
         v_and = zeta_transform(a)
@@ -236,14 +243,23 @@ class _Best:
         merged = torch.where(self.low, i_and + i_or, i_and).abs() + torch.where(self.low, 0.0, i_or).abs()
         return merged.sum(-1)
 
-    def update(self, x: Tensor, finite: Tensor) -> None:
+    def update(self, x: Tensor, finite: Tensor) -> Tensor:
+        """Keep the better iterates; return (B,) True where the best has not moved for a while."""
         a = x[:, 0] - x[:, 1]
         q = torch.maximum(torch.minimum(x[:, 4] - self.bound, self.bound), -self.bound)
         l1 = self._l1(torch.where(finite[:, None], a, 0.0), torch.where(finite[:, None], q, 0.0))
         better = finite & (l1 < self.l1)
+        improved = better & (l1 < self.l1 * (1 - 1e-10))
         self.a = torch.where(better[:, None], a, self.a)
         self.q = torch.where(better[:, None], q, self.q)
         self.l1 = torch.where(better, l1, self.l1)
+        self.since_improved = torch.where(improved, 0, self.since_improved + 1)
+        return self.since_improved >= self.patience
+
+
+def _finite(*tensors: Tensor) -> Tensor:
+    """(B,) True where every entry of every (B, ...) tensor is finite."""
+    return torch.stack([torch.isfinite(t).flatten(1).all(1) for t in tensors]).all(0)
 
 
 def _step(value: Tensor, direction: Tensor, alpha: Tensor, active: Tensor) -> Tensor:
