@@ -318,3 +318,18 @@ def test_sparsify_rejects_bad_input() -> None:
         sparsify(torch.zeros(1, 4), method="adam")
     with pytest.raises(ValueError, match="qthres"):
         sparsify(torch.zeros(1, 4), qthres=-1)
+
+
+def test_near_constant_games_converge_in_a_batch_with_ordinary_ones() -> None:
+    # An untrained model's games: a large constant log-odds and a tiny, noisy variation. Its q
+    # bound is minute; the solver must neither stall nor let it spoil the other games.
+    from pretrain_knowledge.interactions.lp import solve_sparsity_lp
+
+    g = torch.Generator().manual_seed(3)
+    flat = -1.4 + 1e-3 * torch.randn(2, 64, generator=g, dtype=torch.float64)
+    games = torch.cat((flat, mlp_games(2, 6, seed=12)))
+    bound = 0.04 * (games[:, -1] - games[:, 0]).abs()
+    solution = solve_sparsity_lp(games, bound)
+    assert solution.iterations < 60
+    for b in range(4):
+        assert solution.l1[b].item() == pytest.approx(highs_optimum(games[b].numpy(), 0.04), rel=1e-6)
