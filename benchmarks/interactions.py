@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from game_throughput import small_cnn, throughput_rows  # noqa: E402
 from pretrain_knowledge.game import PatchGrid, Players, evaluate_games  # noqa: E402
 from pretrain_knowledge.interactions import and_transform, sparsify  # noqa: E402
+from references import dense_and_matrix, dense_or_matrix, dense_reference_recipe, highs_optimum  # noqa: E402
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -50,24 +51,6 @@ def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
-def dense_moebius(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    idx = torch.arange(1 << n)
-    sub = (idx[:, None] & idx[None, :]) == idx[None, :]
-    parity = torch.zeros(1 << n, 1 << n, dtype=torch.int64)
-    for i in range(n):
-        parity += ((idx[:, None] >> i) & 1) - ((idx[None, :] >> i) & 1)
-    return torch.where(sub, (-1.0) ** parity.to(dtype), torch.zeros((), dtype=dtype))
-
-
-def dense_or(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The OR matrix of method.md §3 as the lab code builds it: v_or → I_or."""
-    full = (1 << n) - 1
-    matrix = -dense_moebius(n, dtype)[:, full - torch.arange(1 << n)]
-    matrix[0] = 0.0
-    matrix[0, 0] = 1.0
-    return matrix
-
-
 def transform_rows(device: str, quick: bool) -> list[dict]:
     from shapiq import ExactComputer
 
@@ -75,7 +58,7 @@ def transform_rows(device: str, quick: bool) -> list[dict]:
     for n in (8, 10) if quick else (8, 10, 12):
         games = torch.randn(64, 1 << n, dtype=torch.float64, device=device)
         ours = best_time(lambda: and_transform(games)) / 64
-        matrix = dense_moebius(n).to(device)
+        matrix = dense_and_matrix(n).to(device)
         few = games[:4]
         dense_one = best_time(lambda: [matrix @ g for g in few]) / 4
         dense_batch = best_time(lambda: games @ matrix.T) / 64
@@ -137,25 +120,6 @@ def real_games(n: int, count: int, device: str) -> torch.Tensor:
     return evaluate_games(model, test.to(device), test_labels, Players(grid, patch_ids), batch_size=512)
 
 
-def dense_reference_loop(v: torch.Tensor, bound: float, to_and: torch.Tensor, to_or: torch.Tensor,
-                         lr: float, niter: int, steps: int) -> float:
-    """The lab code's per-game loop (dense matrices), run for ``steps`` of ``niter``; returns L1."""
-    rates = np.logspace(np.log10(lr), np.log10(lr) - 1, niter)
-    p = torch.zeros_like(v, requires_grad=True)
-    q = torch.zeros_like(v, requires_grad=True)
-    opt = torch.optim.SGD([p, q], lr=0.0, momentum=0.9)
-    loss = torch.zeros(())
-    for it in range(steps):
-        q.data = torch.clamp(q.data, -bound, bound)
-        loss = (to_and @ (0.5 * (v + q) + p)).abs().sum() + (to_or @ (0.5 * (v + q) - p)).abs().sum()
-        if it + 1 < niter:
-            opt.zero_grad()
-            opt.param_groups[0]["lr"] = rates[it]
-            loss.backward()
-            opt.step()
-    return float(loss.detach())
-
-
 def sparsify_rows(v: torch.Tensor, device: str, niter: int, loop_steps: int, lp_games: int) -> list[dict]:
     n = v.shape[-1].bit_length() - 1
     games = v.to(device)
@@ -167,12 +131,12 @@ def sparsify_rows(v: torch.Tensor, device: str, niter: int, loop_steps: int, lp_
     default = sparsify(games)
     lp_time = time.perf_counter() - start
 
-    to_and, to_or = dense_moebius(n).to(device), dense_or(n).to(device)
+    to_and, to_or = dense_and_matrix(n).to(device), dense_or_matrix(n).to(device)
     loop_games = 3
     start = time.perf_counter()
     for b in range(loop_games):
         bound = 0.04 * abs(float(v[b, -1] - v[b, 0]))
-        dense_reference_loop(games[b], bound, to_and, to_or, lr, niter, loop_steps)
+        dense_reference_recipe(games[b], bound, lr, niter, matrices=(to_and, to_or), steps=loop_steps)
     per_step = (time.perf_counter() - start) / (loop_games * loop_steps)
     loop_time = per_step * niter * v.shape[0]
 
@@ -190,8 +154,6 @@ def sparsify_rows(v: torch.Tensor, device: str, niter: int, loop_steps: int, lp_
         _row("2 sparsify", "max over games of L1(default) / L1(reference)",
              float((d.l1_final / r.l1_final).max()), 1.0, "≤ 1", unit="ratio"),
     ]
-    from test_interactions import highs_optimum
-
     for b in range(lp_games):
         start = time.perf_counter()
         optimum = highs_optimum(v[b].double().cpu().numpy(), 0.04)

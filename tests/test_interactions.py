@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from scipy.optimize import linprog
 
 from pretrain_knowledge.interactions import (
     and_transform,
@@ -21,63 +19,17 @@ from pretrain_knowledge.interactions import (
     reconstruct,
     sparsify,
 )
-
-
-def subset(a: int, b: int) -> bool:
-    return a & b == a
-
-
-def popcount(x: int) -> int:
-    return bin(x).count("1")
-
-
-def brute_and(v: np.ndarray) -> np.ndarray:
-    size = v.shape[-1]
-    out = np.zeros_like(v)
-    for s in range(size):
-        for t in range(size):
-            if subset(t, s):
-                out[..., s] += (-1) ** (popcount(s) - popcount(t)) * v[..., t]
-    return out
-
-
-def brute_or(v: np.ndarray) -> np.ndarray:
-    size = v.shape[-1]
-    full = size - 1
-    out = np.zeros_like(v)
-    out[..., 0] = v[..., 0]
-    for s in range(1, size):
-        for t in range(size):
-            if subset(t, s):
-                out[..., s] -= (-1) ** (popcount(s) - popcount(t)) * v[..., full ^ t]
-    return out
-
-
-def brute_reconstruct(i_and: np.ndarray, i_or: np.ndarray) -> np.ndarray:
-    size = i_and.shape[-1]
-    out = np.zeros_like(i_and)
-    for t in range(size):
-        out[t] = i_or[0] + sum(i_and[s] for s in range(size) if subset(s, t))
-        out[t] += sum(i_or[s] for s in range(1, size) if s & t)
-    return out
-
-
-def random_games(batch: int, n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 1 << n, generator=g, dtype=torch.float64).to(dtype)
-
-
-def mlp_games(batch: int, n: int, seed: int) -> torch.Tensor:
-    """Smooth, saturating games like a classifier's log-odds over masked inputs."""
-    g = torch.Generator().manual_seed(seed)
-    members = ((torch.arange(1 << n)[:, None] >> torch.arange(n)) & 1).double()
-    games = []
-    for _ in range(batch):
-        w1 = torch.randn(n, 16, generator=g, dtype=torch.float64)
-        b1 = torch.randn(16, generator=g, dtype=torch.float64)
-        w2 = torch.randn(16, generator=g, dtype=torch.float64) / 4
-        games.append(torch.relu(members @ w1 + b1) @ w2)
-    return torch.stack(games)
+from references import (
+    brute_and,
+    brute_or,
+    brute_reconstruct,
+    dense_reference_recipe,
+    highs_optimum,
+    mlp_games,
+    popcount,
+    random_games,
+    subset,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,25 +115,6 @@ def test_planted_and_game_is_recovered_exactly() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def highs_optimum(v: np.ndarray, qthres: float) -> float:
-    """Global optimum of Σ|I_and| + Σ|I_or| s.t. |q| ≤ qthres·|v(N) − v(∅)|, by scipy's HiGHS.
-
-    Built independently from the atoms' definitions: the game v + q must equal
-    Σ_S a_S [S ⊆ T] + Σ_{S≠∅} o_S [S ∩ T ≠ ∅] (+ the constant, carried by a_∅).
-    """
-    size = v.shape[0]
-    rows, cols = np.arange(size)[:, None], np.arange(size)[None, :]
-    and_atoms = sp.csc_matrix(((rows & cols) == cols).astype(float))
-    or_atoms = sp.csc_matrix(((rows & cols) != 0).astype(float))
-    bound = qthres * abs(v[-1] - v[0])
-    matrix = sp.hstack([and_atoms, -and_atoms, or_atoms, -or_atoms, -sp.eye(size)]).tocsc()
-    cost = np.r_[np.ones(4 * size), np.zeros(size)]
-    bounds = [(0, None)] * (4 * size) + [(-bound, bound)] * size
-    result = linprog(cost, A_eq=matrix, b_eq=v, bounds=bounds, method="highs")
-    assert result.status == 0, result.message
-    return float(result.fun)
-
-
 @pytest.fixture(scope="module")
 def smooth_games() -> torch.Tensor:
     return mlp_games(5, 6, seed=11)
@@ -259,41 +192,12 @@ def test_batched_sparsification_equals_games_alone(smooth_games: torch.Tensor) -
     torch.testing.assert_close(chunked.I_and, together.I_and, atol=1e-9, rtol=0)
 
 
-def dense_reference_recipe(v: torch.Tensor, bound: float, lr: float, niter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recipe written the lab code's way: one game, dense matrices, plain SGD with momentum."""
-    size = v.shape[0]
-    full = size - 1
-    to_and = torch.tensor(
-        [[(-1.0) ** (popcount(s) - popcount(t)) if subset(t, s) else 0.0 for t in range(size)] for s in range(size)],
-        dtype=v.dtype,
-    )
-    to_or = torch.zeros(size, size, dtype=v.dtype)
-    to_or[0, 0] = 1.0
-    for s in range(1, size):
-        for t in range(size):
-            if subset(t, s):
-                to_or[s, full ^ t] = -((-1.0) ** (popcount(s) - popcount(t)))
-    rates = np.logspace(np.log10(lr), np.log10(lr) - 1, niter)
-    p = torch.zeros_like(v, requires_grad=True)
-    q = torch.zeros_like(v, requires_grad=True)
-    opt = torch.optim.SGD([p, q], lr=0.0, momentum=0.9)
-    for it in range(niter):
-        q.data = torch.clamp(q.data, -bound, bound)
-        loss = (to_and @ (0.5 * (v + q) + p)).abs().sum() + (to_or @ (0.5 * (v + q) - p)).abs().sum()
-        if it + 1 < niter:
-            opt.zero_grad()
-            opt.param_groups[0]["lr"] = rates[it]
-            loss.backward()
-            opt.step()
-    return p.detach(), q.detach()
-
-
 def test_reference_recipe_matches_its_dense_definition() -> None:
     v = mlp_games(2, 5, seed=4) * 3
     result = sparsify(v, qthres=0.04, method="reference", lr=1e-2, niter=120)
     for b in range(2):
         bound = 0.04 * abs(v[b, -1] - v[b, 0]).item()
-        p, q = dense_reference_recipe(v[b], bound, lr=1e-2, niter=120)
+        p, q, _ = dense_reference_recipe(v[b], bound, lr=1e-2, niter=120)
         torch.testing.assert_close(result.gamma[b], p, atol=1e-10, rtol=1e-9)
         torch.testing.assert_close(result.q[b], q, atol=1e-10, rtol=1e-9)
 
@@ -333,3 +237,11 @@ def test_near_constant_games_converge_in_a_batch_with_ordinary_ones() -> None:
     assert solution.iterations < 60
     for b in range(4):
         assert solution.l1[b].item() == pytest.approx(highs_optimum(games[b].numpy(), 0.04), rel=1e-6)
+
+
+def test_dense_reference_matrices_equal_the_brute_force_definitions() -> None:
+    from references import dense_and_matrix, dense_or_matrix
+
+    v = random_games(1, 6, seed=21)[0]
+    np.testing.assert_allclose((dense_and_matrix(6) @ v).numpy(), brute_and(v.numpy()), atol=1e-12)
+    np.testing.assert_allclose((dense_or_matrix(6) @ v).numpy(), brute_or(v.numpy()), atol=1e-12)

@@ -13,7 +13,7 @@ from torch import nn
 from pretrain_knowledge.game import PatchGrid, Players, evaluate_games
 from pretrain_knowledge.interactions import sparsify
 
-from test_interactions import highs_optimum
+from references import highs_optimum
 
 
 def generated_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
