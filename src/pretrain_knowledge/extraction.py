@@ -86,8 +86,10 @@ def extract(
         batch_size=batch_size,
         progress=progress,
     )
+    # The LP runs where the model ran: on a GPU node it is a batched Cholesky per iteration,
+    # on CPU cores ~2 s per n = 10 game, which would hold the GPU idle for hours.
     interactions = sparsify(
-        v, qthres=qthres, method=method, progress=progress, **dict(options or {})
+        v.to(device), qthres=qthres, method=method, progress=progress, **dict(options or {})
     )
     grid = selection.players.grid
     return GameBatchResult(
