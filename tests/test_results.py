@@ -17,7 +17,8 @@ import torch
 import pretrain_knowledge.results as R
 from pretrain_knowledge.interactions import Interactions, SparsifyDiagnostics, sparsify
 from pretrain_knowledge.io import write_parquet
-from pretrain_knowledge.results import COLUMNS, GameBatchResult, PatchGrid
+from pretrain_knowledge.game import PatchGrid
+from pretrain_knowledge.results import COLUMNS, GameBatchResult
 
 
 def make_result(
@@ -46,7 +47,7 @@ def make_result(
         sample_ids=ids,
         labels=torch.randint(0, 10, (b,), generator=g),
         players=torch.stack([torch.randperm(49, generator=g)[:n] for _ in range(b)]),
-        grid=PatchGrid(image_height=28, image_width=28, patch_size=4),
+        grid=PatchGrid(height=28, width=28, patch_size=4),
         interactions=inter,
     )
 
@@ -213,3 +214,5 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         )
     with pytest.raises(ValueError, match="positive"):
         PatchGrid(28, 28, 0)
+    with pytest.raises(ValueError, match="divisible"):
+        PatchGrid(28, 28, 5)

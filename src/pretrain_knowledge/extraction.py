@@ -39,7 +39,7 @@ from torch import nn
 from .game import evaluate_games
 from .interactions import sparsify
 from .io import write_parquet
-from .results import GameBatchResult, PatchGrid
+from .results import GameBatchResult
 from .selection import Selection
 
 MODELS: tuple[str, ...] = ("pretrain", "finetune", "scratch")
@@ -91,12 +91,11 @@ def extract(
     interactions = sparsify(
         v.to(device), qthres=qthres, method=method, progress=progress, **dict(options or {})
     )
-    grid = selection.players.grid
     return GameBatchResult(
         sample_ids=sample_ids.to(torch.int64),
         labels=selection.labels[sample_ids].to(torch.int64),
         players=players.patch_ids,
-        grid=PatchGrid(image_height=grid.height, image_width=grid.width, patch_size=grid.patch_size),
+        grid=players.grid,
         interactions=interactions.to("cpu"),
     )
 

@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .game import PatchGrid
 from .interactions import Interactions, SparsifyDiagnostics, coalition_orders
 from .knowledge import TYPE_DTYPE, TYPES
 
@@ -89,25 +90,8 @@ COLUMNS: dict[str, str] = {
 
 _FLOAT_GAME = ("v", "gamma", "q")
 _DIAGNOSTICS = ("l1_even", "l1_final", "q_bound", "matching_error")
-_GRID = ("image_height", "image_width", "patch_size")
-
-
-@dataclass(frozen=True)
-class PatchGrid:
-    """The square-patch grid the players are drawn from; stored so patches can be drawn back.
-
-    Field names match the Parquet columns. Patch ids are row-major (id = row · n_cols + col), the
-    numbering of :class:`pretrain_knowledge.game.PatchGrid`; this copy has no divisibility rule so
-    that reading results never depends on the game's validation.
-    """
-
-    image_height: int
-    image_width: int
-    patch_size: int
-
-    def __post_init__(self) -> None:
-        if min(self.image_height, self.image_width, self.patch_size) <= 0:
-            raise ValueError(f"patch grid sizes must be positive, got {self}")
+# Parquet column → field of :class:`pretrain_knowledge.game.PatchGrid`.
+_GRID = {"image_height": "height", "image_width": "width", "patch_size": "patch_size"}
 
 
 @dataclass(frozen=True)
@@ -177,8 +161,8 @@ class GameBatchResult:
             "method": pd.array([diag.method] * (b * rows_per_sample), dtype="string"),
             "players": np.repeat(players, rows_per_sample),
             **{
-                name: np.full(b * rows_per_sample, getattr(self.grid, name), dtype=np.int32)
-                for name in _GRID
+                column: np.full(b * rows_per_sample, getattr(self.grid, field), dtype=np.int32)
+                for column, field in _GRID.items()
             },
         }
         return pd.DataFrame(columns)[list(COLUMNS)]
@@ -206,7 +190,7 @@ class GameBatchResult:
         players = _players_of(frame["players"].to_numpy()[first])
         n = players.shape[1]
         cell = _cell_index(frame, codes, b, n)
-        grid_fields = {name: _batch_constant(frame, name) for name in _GRID}
+        grid_fields = {field: _batch_constant(frame, column) for column, field in _GRID.items()}
         return cls(
             sample_ids=torch.as_tensor(np.asarray(uniques, dtype=np.int64)),
             labels=torch.as_tensor(_per_sample(frame, "label", codes, first).astype(np.int64)),
