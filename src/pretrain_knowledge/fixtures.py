@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import CIFAR10_CLASSES
+
 CUB_PARTS = (
     "back",
     "beak",
@@ -44,18 +46,6 @@ CUB_PARTS = (
 )
 """The 15 part names of CUB-200-2011's parts/parts.txt, in file order (part ids 1…15)."""
 
-CIFAR10_LABEL_NAMES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 
 # Class colours, the first three far apart in brightness (which random ReLU networks pick up
 # first), the rest well-separated hues.
@@ -347,7 +337,7 @@ def write_cifar10(
             "batch_label": batch_label,
             "labels": [im.label for im in entries],
             "data": np.stack(data).astype(np.uint8) if data else np.zeros((0, 3072), np.uint8),
-            "filenames": [f"fake_{CIFAR10_LABEL_NAMES[im.label]}_{im.image_id}.png" for im in entries],
+            "filenames": [f"fake_{CIFAR10_CLASSES[im.label]}_{im.image_id}.png" for im in entries],
         }
         with open(folder / name, "wb") as fh:
             pickle.dump(payload, fh, protocol=2)
@@ -357,14 +347,14 @@ def write_cifar10(
         dump(f"data_batch_{b + 1}", train[b::5], rows[True][b::5], f"training batch {b + 1} of 5")
     dump("test_batch", [im for im in images if not im.train], rows[False], "testing batch 1 of 1")
     with open(folder / "batches.meta", "wb") as fh:
-        meta = {"num_cases_per_batch": 10000, "label_names": list(CIFAR10_LABEL_NAMES), "num_vis": 3072}
+        meta = {"num_cases_per_batch": 10000, "label_names": list(CIFAR10_CLASSES), "num_vis": 3072}
         pickle.dump(meta, fh, protocol=2)
     # Training images in the order the loader reads them: batch 1, then 2, … (not id order).
     ordered = [im for b in range(5) for im in train[b::5]]
     renumbered = [
         FakeImage(i + 1, im.label, True, "", 32, 32, None) for i, im in enumerate(ordered)
     ] + [im for im in images if not im.train]
-    return FakeTree("cifar10", Path(root), CIFAR10_LABEL_NAMES[:classes], tuple(renumbered))
+    return FakeTree("cifar10", Path(root), CIFAR10_CLASSES[:classes], tuple(renumbered))
 
 
 WRITERS = {"cub200": write_cub200, "stanford_cars": write_stanford_cars, "cifar10": write_cifar10}
