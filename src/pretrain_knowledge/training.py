@@ -501,30 +501,24 @@ def train(
     def record(epoch: int, split: str, loss: float, acc: float, seconds: float) -> None:
         rows.append(EpochMetrics(epoch, split, loss, acc, seconds))
 
+    def evaluate_split(epoch: int, split: str, data: ImageSet) -> None:
+        t0 = time.perf_counter()
+        loss, acc = evaluate(
+            model,
+            data,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            amp=cfg.amp,
+            desc=f"{cfg.mode} {split} {epoch}",
+        )
+        record(epoch, split, loss, acc, time.perf_counter() - t0)
+
     def evaluate_test(epoch: int) -> None:
         assert test_data is not None
-        t0 = time.perf_counter()
-        loss, acc = evaluate(
-            model,
-            test_data,
-            batch_size=cfg.eval_batch_size,
-            device=device,
-            amp=cfg.amp,
-            desc=f"{cfg.mode} test {epoch}",
-        )
-        record(epoch, "test", loss, acc, time.perf_counter() - t0)
+        evaluate_split(epoch, "test", test_data)
 
     if train_data is not None:
-        t0 = time.perf_counter()
-        loss, acc = evaluate(
-            model,
-            train_data,
-            batch_size=cfg.eval_batch_size,
-            device=device,
-            amp=cfg.amp,
-            desc=f"{cfg.mode} train 0",
-        )
-        record(0, "train", loss, acc, time.perf_counter() - t0)
+        evaluate_split(0, "train", train_data)
         evaluate_test(0)
     saver = optimizer if cfg.save_optimizer else None
     checkpoints = [_save_checkpoint(out, 0, model, saver, config, rows)]
