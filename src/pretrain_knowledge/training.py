@@ -240,6 +240,12 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iter
         yield order[s:e]
 
 
+def _progress(batches: Iterator[Tensor], n: int, batch_size: int, desc: str) -> Iterator[Tensor]:
+    """Batches with a tqdm bar on stderr, which Snakemake sends to the rule's log."""
+    total = len(range(0, n, batch_size))
+    return tqdm(batches, total=total, desc=desc, unit="batch", file=sys.stderr, mininterval=5.0, leave=False)
+
+
 def _augment(x: Tensor, kind: str, generator: torch.Generator) -> Tensor:
     """Random crop after zero padding (zero = the dataset mean) and, for flip_crop, a mirror flip."""
     if kind == "none":
@@ -289,17 +295,7 @@ def train_one_epoch(
     """One pass over ``data`` in shuffled mini-batches; returns running (mean loss, accuracy)."""
     set_train_mode(model, mode)
     total_loss, correct, seen = 0.0, 0, 0
-    n_batches = len(range(0, len(data), batch_size))
-    bar = tqdm(
-        _batches(len(data), batch_size, generator),
-        total=n_batches,
-        desc=desc,
-        unit="batch",
-        file=sys.stderr,
-        mininterval=5.0,
-        leave=False,
-    )
-    for idx in bar:
+    for idx in _progress(_batches(len(data), batch_size, generator), len(data), batch_size, desc):
         x = data.normalize(data.images[idx].to(device, non_blocking=True))
         x = _augment(x, augment, generator)
         y = data.labels[idx].to(device, non_blocking=True)
@@ -339,16 +335,7 @@ def evaluate(
     device = device or next(model.parameters()).device
     model.eval()
     total_loss, correct = 0.0, 0
-    n_batches = len(range(0, len(data), batch_size))
-    for idx in tqdm(
-        _batches(len(data), batch_size, None),
-        total=n_batches,
-        desc=desc,
-        unit="batch",
-        file=sys.stderr,
-        mininterval=5.0,
-        leave=False,
-    ):
+    for idx in _progress(_batches(len(data), batch_size, None), len(data), batch_size, desc):
         x = data.normalize(data.images[idx].to(device))
         y = data.labels[idx].to(device)
         with _autocast(device, amp):
