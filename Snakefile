@@ -1,7 +1,21 @@
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
 # pretrain-knowledge: data → pre-training → probe · fine-tuning · scratch → sample and player
-# selection → interaction extraction → knowledge decomposition → figures and report.
-# Configure in config/config.yaml (schema: workflow/schemas/config.schema.yaml); all logic lives
-# in src/pretrain_knowledge. See README.md, section "Workflow".
+# selection → games → sparse interactions → knowledge → figures and report.
+# Configure in config/config.yaml (config/README.md; schema: workflow/schemas/config.schema.yaml,
+# generated from pretrain_knowledge.spec). All logic lives in src/pretrain_knowledge.
+
+
+# Snakemake's message for a broken config file names neither file nor line; this one does.
+import sys
+
+sys.path.insert(0, f"{workflow.basedir}/src")
+from pretrain_knowledge.spec import read_yaml
+
+read_yaml("config/config.yaml")
 
 
 configfile: "config/config.yaml"
@@ -12,7 +26,6 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/extract.smk"

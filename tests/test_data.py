@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain_knowledge import data as D
+from pretrain_knowledge.catalog import SyntheticSpec
+from pretrain_knowledge.data.annotations import DatasetError
+from pretrain_knowledge.data.images import IMAGENET_MEAN, PREPARED_FORMAT, load_task, save_task
+from pretrain_knowledge.data.prepare import prepare_split, prepare_task, select_indices
+from pretrain_knowledge.data.sources import open_source
+from pretrain_knowledge.data.synthetic import generate_synthetic
+from pretrain_knowledge.spec import parse_classes
 
 SMALL = dict(num_classes=6, train_per_class=30, test_per_class=10, image_size=16)
 
@@ -46,8 +52,8 @@ def _fake_idx_tree(root: Path, n_train: int = 60, n_test: int = 20, gz: bool = T
 
 @pytest.mark.parametrize("classes,cap", [([4, 1, 3], 7), ([0, 5], None), ([2], 30)])
 def test_class_subsets_and_caps_are_exact(classes, cap):
-    raw = D.open_source("synthetic", "train", **SMALL)
-    split = D.prepare_split(raw, classes, cap, seed=3)
+    raw = open_source("synthetic", "train", **SMALL)
+    split = prepare_split(raw, classes, cap, seed=3)
     expected = min(cap or 30, 30)
     assert split.source_classes == tuple(classes)
     assert split.class_names == tuple(f"synthetic-{c}" for c in classes)
@@ -59,33 +65,33 @@ def test_class_subsets_and_caps_are_exact(classes, cap):
 
 def test_caps_depend_on_seed_and_class_only():
     labels = np.repeat(np.arange(5), 40)
-    a = D.select_indices(labels, [1, 2], per_class=10, seed=0)
-    b = D.select_indices(labels, [2, 1, 4], per_class=10, seed=0)
-    c = D.select_indices(labels, [1, 2], per_class=10, seed=1)
+    a = select_indices(labels, [1, 2], per_class=10, seed=0)
+    b = select_indices(labels, [2, 1, 4], per_class=10, seed=0)
+    c = select_indices(labels, [1, 2], per_class=10, seed=1)
     assert set(a) <= set(b)  # adding a class leaves other classes' draws alone
     assert not np.array_equal(a, c)
     assert np.array_equal(a, np.sort(a)) and len(np.unique(a)) == 20
     with pytest.raises(ValueError, match="do not occur"):
-        D.select_indices(labels, [7])
+        select_indices(labels, [7])
     with pytest.raises(ValueError, match="duplicates"):
-        D.select_indices(labels, [1, 1])
+        select_indices(labels, [1, 1])
 
 
 def test_parse_classes():
-    assert D.parse_classes("0-4") == [0, 1, 2, 3, 4]
-    assert D.parse_classes("5,7-8, 2") == [5, 7, 8, 2]
-    assert D.parse_classes("all") is None and D.parse_classes(None) is None
-    assert D.parse_classes([3, 1]) == [3, 1]
+    assert parse_classes("0-4") == [0, 1, 2, 3, 4]
+    assert parse_classes("5,7-8, 2") == [5, 7, 8, 2]
+    assert parse_classes("all") is None and parse_classes(None) is None
+    assert parse_classes([3, 1]) == [3, 1]
 
 
 # --------------------------------------------------------------------------- synthetic
 
 
 def test_synthetic_is_deterministic_and_seedable():
-    a = D.generate_synthetic(D.SyntheticSpec(**SMALL, seed=1), "train")
-    b = D.generate_synthetic(D.SyntheticSpec(**SMALL, seed=1), "train")
-    c = D.generate_synthetic(D.SyntheticSpec(**SMALL, seed=2), "train")
-    t = D.generate_synthetic(D.SyntheticSpec(**SMALL, seed=1), "test")
+    a = generate_synthetic(SyntheticSpec(**SMALL, seed=1), "train")
+    b = generate_synthetic(SyntheticSpec(**SMALL, seed=1), "train")
+    c = generate_synthetic(SyntheticSpec(**SMALL, seed=2), "train")
+    t = generate_synthetic(SyntheticSpec(**SMALL, seed=1), "test")
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0])
     assert not torch.equal(a[0][: len(t[0])], t[0])
@@ -99,15 +105,15 @@ def test_synthetic_is_deterministic_and_seedable():
 
 
 def test_synthetic_classes_differ_in_their_mean_image():
-    images, labels, _, _ = D.generate_synthetic(D.SyntheticSpec(**SMALL), "train")
+    images, labels, _, _ = generate_synthetic(SyntheticSpec(**SMALL), "train")
     means = torch.stack([images[labels == c].float().mean(0) for c in range(6)])
     dist = torch.cdist(means.flatten(1), means.flatten(1))
     assert float(dist[~torch.eye(6, dtype=torch.bool)].min()) > 5.0
 
 
 def test_synthetic_three_channels_and_stats():
-    raw = D.open_source("synthetic", "train", **{**SMALL, "channels": 3})
-    split = D.prepare_split(raw)
+    raw = open_source("synthetic", "train", **{**SMALL, "channels": 3})
+    split = prepare_split(raw)
     assert split.channels == 3 and len(split.mean) == 3
     x = split.normalized()
     assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=0.02)
@@ -121,7 +127,7 @@ def test_synthetic_three_channels_and_stats():
 def test_fashion_mnist_reads_idx_files(tmp_path, layout):
     folder = tmp_path if layout == "flat" else tmp_path / "FashionMNIST" / "raw"
     arrays = _fake_idx_tree(folder, gz=layout == "flat")
-    task = D.prepare_task("fashion_mnist", [5, 9], root=tmp_path, train_per_class=4)
+    task = prepare_task("fashion_mnist", [5, 9], root=tmp_path, train_per_class=4)
     assert task.train.class_names == ("Sandal", "Ankle boot")
     assert task.train.class_counts() == [4, 4] and task.test.class_counts() == [2, 2]
     idx = task.train.source_index.numpy()
@@ -132,8 +138,8 @@ def test_fashion_mnist_reads_idx_files(tmp_path, layout):
 
 def test_missing_fashion_mnist_names_path_and_fix(tmp_path):
     missing = tmp_path / "nowhere"
-    with pytest.raises(D.DatasetError) as err:
-        D.open_source("fashion_mnist", "train", missing)
+    with pytest.raises(DatasetError) as err:
+        open_source("fashion_mnist", "train", missing)
     text = str(err.value)
     assert str(missing) in text and "train-images-idx3-ubyte" in text
     assert "dataset-fashion-mnist" in text and "download" in text
@@ -142,13 +148,13 @@ def test_missing_fashion_mnist_names_path_and_fix(tmp_path):
 def test_corrupt_idx_file_is_reported(tmp_path):
     _fake_idx_tree(tmp_path)
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03\x00\x00\x00\x05"))
-    with pytest.raises(D.DatasetError, match="train-images-idx3-ubyte"):
-        D.open_source("fashion_mnist", "train", tmp_path)
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte"):
+        open_source("fashion_mnist", "train", tmp_path)
 
 
 def test_mnist_needs_a_root():
-    with pytest.raises(D.DatasetError, match="needs a data root"):
-        D.open_source("mnist", "train")
+    with pytest.raises(DatasetError, match="needs a data root"):
+        open_source("mnist", "train")
 
 
 # --------------------------------------------------------------------------- cifar10 / imagefolder / cub
@@ -162,11 +168,11 @@ def test_cifar10_python_batches(tmp_path):
         batch = {"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), "labels": list(range(10))}
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
-    task = D.prepare_task("cifar10", [3, 5], root=tmp_path, image_size=16)
+    task = prepare_task("cifar10", [3, 5], root=tmp_path, image_size=16)
     assert task.train.images.shape == (10, 3, 16, 16) and task.test.class_counts() == [1, 1]
     assert task.train.class_names == ("cat", "dog")
-    with pytest.raises(D.DatasetError, match="cifar-10-python.tar.gz"):
-        D.open_source("cifar10", "train", tmp_path / "empty")
+    with pytest.raises(DatasetError, match="cifar-10-python.tar.gz"):
+        open_source("cifar10", "train", tmp_path / "empty")
 
 
 def _save_png(path: Path, shape: tuple[int, int], value: int) -> None:
@@ -181,11 +187,11 @@ def test_imagefolder_resizes_mixed_sizes(tmp_path):
         for c, name in enumerate(("ant", "bee")):
             for i in range(3):
                 _save_png(tmp_path / split / name / f"{i}.png", (20 + 5 * i, 30), 40 * c + i)
-    task = D.prepare_task("imagefolder", None, root=tmp_path, image_size=12)
+    task = prepare_task("imagefolder", None, root=tmp_path, image_size=12)
     assert task.train.images.shape == (6, 3, 12, 12)
-    assert task.train.class_names == ("ant", "bee") and task.train.mean == D.IMAGENET_MEAN
+    assert task.train.class_names == ("ant", "bee") and task.train.mean == IMAGENET_MEAN
     with pytest.raises(ValueError, match="image size"):
-        D.prepare_task("imagefolder", None, root=tmp_path)
+        prepare_task("imagefolder", None, root=tmp_path)
 
 
 def _fake_cub(root: Path) -> None:
@@ -214,8 +220,8 @@ def _fake_cub(root: Path) -> None:
 
 def test_cub200_split_boxes_and_parts_follow_resize(tmp_path):
     _fake_cub(tmp_path)
-    train = D.prepare_split(D.open_source("cub200", "train", tmp_path), image_size=20)
-    test = D.prepare_split(D.open_source("cub200", "test", tmp_path), image_size=20)
+    train = prepare_split(open_source("cub200", "train", tmp_path), image_size=20)
+    test = prepare_split(open_source("cub200", "test", tmp_path), image_size=20)
     assert len(train) == 4 and len(test) == 2
     assert train.class_names == ("001.Bird1", "002.Bird2") and train.part_names == ("beak", "left wing")
     # 40×20 → 20×20: x halves, y stays.
@@ -228,8 +234,8 @@ def test_cub200_split_boxes_and_parts_follow_resize(tmp_path):
     )
     assert ann.parts[1].visible and train.annotation(1).parts[1].visible is False  # id 2: wing hidden
     # center_crop keeps the aspect ratio: 40×20 → 40×20 scaled to side 20 → crop x in [10, 30).
-    crop = D.prepare_split(
-        D.open_source("cub200", "train", tmp_path), image_size=20, resize_mode="center_crop"
+    crop = prepare_split(
+        open_source("cub200", "train", tmp_path), image_size=20, resize_mode="center_crop"
     )
     assert crop.parts[0, 0].tolist() == [0.0, 8.0, 1.0]  # beak x 10 → 0 after the crop, kept
     assert crop.parts[0, 1].tolist() == [28.0, 18.0, 0.0]  # wing x 38 → 28: outside, marked invisible
@@ -239,8 +245,8 @@ def test_cub200_split_boxes_and_parts_follow_resize(tmp_path):
 def test_cub200_missing_file_names_it(tmp_path):
     _fake_cub(tmp_path)
     (tmp_path / "CUB_200_2011" / "bounding_boxes.txt").unlink()
-    with pytest.raises(D.DatasetError) as err:
-        D.open_source("cub200", "train", tmp_path)
+    with pytest.raises(DatasetError) as err:
+        open_source("cub200", "train", tmp_path)
     assert "bounding_boxes.txt" in str(err.value) and "CUB_200_2011.tgz" in str(err.value)
 
 
@@ -267,23 +273,23 @@ def test_stanford_cars_reads_boxes(tmp_path):
     sio.savemat(
         base / "devkit" / "cars_meta.mat", {"class_names": np.array(["Car A", "Car B"], dtype=object)}
     )
-    split = D.prepare_split(D.open_source("stanford_cars", "train", tmp_path), image_size=10)
+    split = prepare_split(open_source("stanford_cars", "train", tmp_path), image_size=10)
     assert split.class_names == ("Car A", "Car B") and split.labels.tolist() == [0, 1]
     assert torch.allclose(split.boxes[0], torch.tensor([0.5, 2.0, 7.5, 8.0]))  # ×(10/40, 10/20)
-    with pytest.raises(D.DatasetError, match="stanford_cars"):
-        D.open_source("stanford_cars", "train", tmp_path / "missing")
+    with pytest.raises(DatasetError, match="stanford_cars"):
+        open_source("stanford_cars", "train", tmp_path / "missing")
 
 
 # --------------------------------------------------------------------------- prepared files
 
 
 def test_prepared_file_roundtrip_weights_only(tmp_path):
-    task = D.prepare_task("synthetic", [1, 3], train_per_class=5, source_options=SMALL)
+    task = prepare_task("synthetic", [1, 3], train_per_class=5, source_options=SMALL)
     path = tmp_path / "task.pt"
-    D.save_task(task, path)
+    save_task(task, path)
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == D.PREPARED_FORMAT
-    back = D.load_task(path)
+    assert raw["format"] == PREPARED_FORMAT
+    back = load_task(path)
     assert torch.equal(back.train.images, task.train.images) and torch.equal(
         back.test.labels, task.test.labels
     )
@@ -292,11 +298,11 @@ def test_prepared_file_roundtrip_weights_only(tmp_path):
 
 
 def test_missing_prepared_file_says_how_to_make_it(tmp_path):
-    with pytest.raises(D.DatasetError, match="prepare-data"):
-        D.load_task(tmp_path / "nope.pt")
+    with pytest.raises(DatasetError, match="prepare-data"):
+        load_task(tmp_path / "nope.pt")
 
 
 def test_channel_conversion():
-    task = D.prepare_task("synthetic", [0], train_per_class=2, channels=3, source_options=SMALL)
+    task = prepare_task("synthetic", [0], train_per_class=2, channels=3, source_options=SMALL)
     assert task.train.channels == 3 and len(task.train.std) == 3
     assert torch.equal(task.train.images[:, 0], task.train.images[:, 2])

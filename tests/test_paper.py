@@ -30,19 +30,24 @@ import pytest
 import torch
 import yaml
 
-from pretrain_knowledge import data as D
-from pretrain_knowledge import fixtures as F
+from conftest import copy_repo
+from pretrain_knowledge.data.images import IMAGENET_MEAN, load_task
+from pretrain_knowledge.data.prepare import prepare_split
+from pretrain_knowledge.data.sources import open_source
+from pretrain_knowledge import testing as F
 from pretrain_knowledge import models as M
 from pretrain_knowledge import players as P
 from pretrain_knowledge.data import ImageAnnotation, PartLocation
 from pretrain_knowledge.game import PatchGrid
-from pretrain_knowledge.selection import PLAYER_RULES, SampleContext, choose_players, sample_rng
+from pretrain_knowledge.players import PLAYER_RULES, SampleContext, sample_rng
+from pretrain_knowledge.layout import MODELS
+from pretrain_knowledge.selection import choose_players
+from pretrain_knowledge.spec import load_experiments
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "paper.yaml"
 OVERLAY = REPO / "tests" / "data" / "paper-overlay.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-COPIED = ("Snakefile", "workflow", "config", "profiles", "envs", "src", "tests/data")
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +102,7 @@ def test_cub200_loader_labels_split_boxes_and_parts_after_resizing(tmp_path, siz
     tree = F.write_cub200(tmp_path, classes=3, train_per_class=3, test_per_class=2, seed=1)
     for train in (True, False):
         truth = tree.split(train)
-        loaded = D.prepare_split(D.open_source("cub200", "train" if train else "test", tmp_path), image_size=size)
+        loaded = prepare_split(open_source("cub200", "train" if train else "test", tmp_path), image_size=size)
         assert loaded.class_names == tree.class_names
         assert loaded.labels.tolist() == [im.label for im in truth]
         assert loaded.images.shape == (len(truth), 3, size, size)
@@ -125,7 +130,7 @@ def test_stanford_cars_tree_is_what_torchvision_reads(tmp_path):
         assert [c for _, c in ds._samples] == [im.label for im in truth]
         image, label = ds[1]
         assert image.size == (truth[1].width, truth[1].height) and label == truth[1].label
-        loaded = D.prepare_split(D.open_source("stanford_cars", split, tmp_path), image_size=64)
+        loaded = prepare_split(open_source("stanford_cars", split, tmp_path), image_size=64)
         assert loaded.labels.tolist() == [im.label for im in truth]
         for k, im in enumerate(truth):
             sx, sy = 64 / im.width, 64 / im.height
@@ -148,12 +153,12 @@ def test_cifar10_batches_match_their_pickles(tmp_path):
         pixels.append(entry["data"])
         labels += entry["labels"]
     expected = np.concatenate(pixels).reshape(-1, 3, 32, 32)
-    raw = D.open_source("cifar10", "train", tmp_path)
+    raw = open_source("cifar10", "train", tmp_path)
     assert raw.labels.tolist() == labels == [im.label for im in tree.split(True)]
     decoded = raw.decode(np.arange(len(raw))).images
     assert torch.equal(decoded, torch.from_numpy(expected))
-    test = D.prepare_split(D.open_source("cifar10", "test", tmp_path), image_size=224, normalization="imagenet")
-    assert test.images.shape == (6, 3, 224, 224) and test.boxes is None and test.mean == D.IMAGENET_MEAN
+    test = prepare_split(open_source("cifar10", "test", tmp_path), image_size=224, normalization="imagenet")
+    assert test.images.shape == (6, 3, 224, 224) and test.boxes is None and test.mean == IMAGENET_MEAN
 
 
 def test_make_fixtures_command(tmp_path):
@@ -203,7 +208,7 @@ def _context(box=None, parts=(), index=0) -> SampleContext:
 def test_rules_are_registered_for_the_selection_stage():
     assert {"central", "bbox", "parts"} <= set(PLAYER_RULES)
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    rule = schema["properties"]["selection"]["properties"]["players"]["properties"]["rule"]
+    rule = schema["$defs"]["PlayersSpec"]["properties"]["rule"]
     assert set(rule["enum"]) == set(PLAYER_RULES)
 
 
@@ -214,26 +219,26 @@ def test_bbox_players_lie_in_the_box_and_are_deterministic():
     inside = {pid for pid, c in cover.items() if c >= 0.5}
     draws = set()
     for index in range(20):
-        ids = PLAYER_RULES["bbox"](grid, 10, _context(box, index=index), sample_rng(0, index))
+        ids = PLAYER_RULES["bbox"]()(grid, 10, _context(box, index=index), sample_rng(0, index))
         assert len(set(ids)) == 10 and set(ids) <= inside
-        again = PLAYER_RULES["bbox"](grid, 10, _context(box, index=index), sample_rng(0, index))
+        again = PLAYER_RULES["bbox"]()(grid, 10, _context(box, index=index), sample_rng(0, index))
         assert list(again) == list(ids)
         draws.add(tuple(sorted(ids)))
     assert len(draws) > 10  # a draw from 15 patches, not a fixed pick
-    strict = P.bbox_players(grid, 4, _context(box), sample_rng(0, 0), min_overlap=1.0)
+    strict = P.BoxRule(min_overlap=1.0)(grid, 4, _context(box), sample_rng(0, 0))
     assert all(cover[pid] == 1.0 for pid in strict)
 
 
 def test_bbox_players_top_up_a_small_box_with_its_nearest_patches():
     grid = PatchGrid(64, 64, 8)
     box = (20.0, 20.0, 30.0, 30.0)  # covers patch (2, 2) fully, parts of its neighbours
-    ids = P.bbox_players(grid, 5, _context(box), sample_rng(0, 0))
+    ids = P.BoxRule()(grid, 5, _context(box), sample_rng(0, 0))
     assert 2 * 8 + 2 in ids and len(set(ids)) == 5
     centre = np.array([25.0, 25.0])
     dist = {pid: np.linalg.norm((np.array([pid % 8, pid // 8]) + 0.5) * 8 - centre) for pid in range(64)}
     others = sorted(dist[pid] for pid in range(64) if pid not in ids)
     assert max(dist[pid] for pid in ids) <= others[0] + 1e-9  # nothing nearer was left out
-    tiny = P.bbox_players(grid, 1, _context((33.0, 9.0, 34.0, 10.0)), sample_rng(0, 0))
+    tiny = P.BoxRule()(grid, 1, _context((33.0, 9.0, 34.0, 10.0)), sample_rng(0, 0))
     assert tiny == [1 * 8 + 4]  # the patch holding the centre of a box smaller than a patch
 
 
@@ -251,13 +256,13 @@ def test_parts_players_cover_the_visible_parts_then_the_box():
     assert len(under) == 3
     cover = _coverage(grid, box)
     for index in range(10):
-        ids = P.part_players(grid, 10, _context(box, parts, index), sample_rng(1, index))
+        ids = P.PartsRule()(grid, 10, _context(box, parts, index), sample_rng(1, index))
         assert len(set(ids)) == 10 and under <= set(ids)
         assert all(cover[pid] >= 0.5 for pid in set(ids) - under)
-        assert ids == P.part_players(grid, 10, _context(box, parts, index), sample_rng(1, index))
+        assert ids == P.PartsRule()(grid, 10, _context(box, parts, index), sample_rng(1, index))
     # More part patches than players: all players are part patches.
     many = [PartLocation(f"p{i}", 16.0 + 32 * (i % 7), 16.0 + 32 * (i // 7), True) for i in range(14)]
-    ids = P.part_players(grid, 10, _context(box, many), sample_rng(0, 0))
+    ids = P.PartsRule()(grid, 10, _context(box, many), sample_rng(0, 0))
     assert set(ids) <= {int(p.y // 32) * 7 + int(p.x // 32) for p in many} and len(set(ids)) == 10
 
 
@@ -265,7 +270,7 @@ def test_player_rules_on_the_fixture_trees_after_resizing(tmp_path):
     """The rules, through choose_players, on annotations the real loaders produced."""
     F.write_fixtures(tmp_path, ("cub200", "stanford_cars"), classes=2, train_per_class=1, test_per_class=3)
     for source, rule in (("cub200", "parts"), ("stanford_cars", "bbox")):
-        test = D.prepare_split(D.open_source(source, "test", tmp_path / source), image_size=64)
+        test = prepare_split(open_source(source, "test", tmp_path / source), image_size=64)
         grid = PatchGrid(64, 64, 8)
         contexts = [
             SampleContext(k, k, int(test.labels[k]), test.images[k], test.annotation(k)) for k in range(len(test))
@@ -287,13 +292,13 @@ def test_player_rules_on_the_fixture_trees_after_resizing(tmp_path):
 def test_rule_errors_name_the_fix():
     grid = PatchGrid(32, 32, 8)
     with pytest.raises(ValueError, match="needs bounding boxes.*central"):
-        P.bbox_players(grid, 2, _context(None), sample_rng(0, 0))
+        P.BoxRule()(grid, 2, _context(None), sample_rng(0, 0))
     with pytest.raises(ValueError, match="part keypoints or bounding boxes"):
-        P.part_players(grid, 2, _context(None), sample_rng(0, 0))
-    with pytest.raises(ValueError, match=r"unknown keys \['min_overlp'\]"):
+        P.PartsRule()(grid, 2, _context(None), sample_rng(0, 0))
+    with pytest.raises(ValueError, match=r"min_overlp: no player rule takes this option\. Did you mean 'min_overlap'"):
         choose_players(grid, 2, [_context((0, 0, 32, 32))], 0, "bbox", {"min_overlp": 0.5})
     with pytest.raises(ValueError, match="min_overlap must lie in"):
-        P.bbox_players(grid, 2, _context((0, 0, 32, 32)), sample_rng(0, 0), min_overlap=0)
+        P.BoxRule(min_overlap=0)(grid, 2, _context((0, 0, 32, 32)), sample_rng(0, 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,47 +425,26 @@ def test_paper_and_overlay_validate_against_the_schema():
         assert config["selection"]["players"]["rule"] == "central"  # per-dataset rules come from overrides
 
 
-def _copy_repo(dest: Path) -> Path:
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for name in COPIED:
-        src = REPO / name
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
 def _expected_jobs(config: dict) -> Counter:
-    """Job counts per rule, from the config alone (method: one extract job per model × epoch × shard)."""
+    """Job counts per rule from the spec's expansion: one games and one sparsify job per explained
+    (model, checkpoint, shard), one job per experiment for every other rule."""
     jobs: Counter = Counter()
-    names = [(d, a) for e in config["experiments"] for d in e["datasets"] for a in e["architectures"]
-             for _ in e.get("seeds", [0])]
-    for dataset, arch in names:
-        section = {k: dict(config[k]) for k in ("training", "extraction")}
-        for source in (config["datasets"][dataset], config["architectures"][arch]):
-            for key, value in source.get("overrides", {}).items():
-                if key in section:
-                    for sub, val in value.items():
-                        section[key][sub] = {**section[key][sub], **val} if isinstance(val, dict) else val
-        extraction = section["extraction"]
-        explained = 1  # the pre-trained model, through its probe's last epoch
-        for mode in ("finetune", "scratch"):
-            last = section["training"][mode]["epochs"]
-            epochs = {last + 1 + e if e < 0 else e for e in extraction["checkpoints"]} | {last}
-            explained += len(epochs)
-        jobs["extract"] += explained * extraction["shards"]
-        for rule in ("prepare_data", "pretrain", "probe", "finetune", "scratch", "metrics", "select",
+    for e in load_experiments(config).values():
+        explained = sum(len(e.explained_epochs(model)) for model in MODELS)
+        jobs["games"] += explained * e.extraction.shards
+        jobs["sparsify"] += explained * e.extraction.shards
+        for rule in ("pretrain", "probe", "finetune", "scratch", "metrics", "select",
                      "knowledge", "figure_knowledge", "figure_similarity", "figure_training", "figure_examples"):
             jobs[rule] += 1
+        jobs["prepare_data"] += 1 if e.weights else 2
     jobs["figure_learnability"] = 1
     jobs["all"] = 1
     return jobs
 
 
+@pytest.mark.slow
 def test_dry_run_builds_the_full_paper_dag_quickly(tmp_path):
-    workdir = _copy_repo(tmp_path)
+    workdir = copy_repo(tmp_path)
     start = time.perf_counter()
     proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", "config/paper.yaml", "--quiet", "rules"],
                           cwd=workdir, capture_output=True, text=True, timeout=120)
@@ -473,8 +457,7 @@ def test_dry_run_builds_the_full_paper_dag_quickly(tmp_path):
             counts[match.group(1)] = int(match.group(2))
     expected = _expected_jobs(_paper())
     assert counts == expected
-    assert expected["extract"] == 3 * 19 + 6 * 23 * 4  # CIFAR: 1 + 2×9 checkpoints; CUB, Cars: (1 + 2×11) × 4 shards
-    assert seconds < 30, f"dry run took {seconds:.1f}s"
+    assert expected["games"] == 3 * 19 + 6 * 23 * 4  # CIFAR: 1 + 2×9 checkpoints; CUB, Cars: (1 + 2×11) × 4 shards
     print(f"\npaper DAG: {sum(counts.values())} jobs in {seconds:.1f}s: {dict(sorted(counts.items()))}")
 
 
@@ -491,18 +474,16 @@ E2E = {
 
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory: pytest.TempPathFactory):
-    workdir = _copy_repo(tmp_path_factory.mktemp("paper"))
+    workdir = copy_repo(tmp_path_factory.mktemp("paper"))
     make = [sys.executable, "-m", "pretrain_knowledge", "make-fixtures", "--out", "fixtures", "--classes", "2",
             "--train-per-class", "24", "--test-per-class", "4", "--weights", "resnet50", "vgg16", "vit_b_16"]
     env = {"PYTHONPATH": str(workdir / "src")}
     proc = subprocess.run(make, cwd=workdir, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, **env})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    threads = [f"{rule}=1" for rule in ("pretrain", "probe", "finetune", "scratch", "select", "extract")]
     start = time.perf_counter()
     proc = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", "--configfile", "config/paper.yaml", "tests/data/paper-overlay.yaml",
-         "--set-threads", *threads],
+        [*SNAKEMAKE, "--cores", "2", "--configfile", "config/paper.yaml", "tests/data/paper-overlay.yaml"],
         cwd=workdir, capture_output=True, text=True, timeout=1800,
     )
     seconds = time.perf_counter() - start
@@ -512,7 +493,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory):
     shutil.rmtree(workdir, ignore_errors=True)  # ~12 GB of VGG/ViT checkpoints
 
 
-@pytest.mark.workflow
+@pytest.mark.slow
 def test_paper_run_writes_every_table_and_figure(paper_run):
     root = paper_run["dir"] / "results"
     for experiment in E2E:
@@ -530,7 +511,7 @@ def test_paper_run_writes_every_table_and_figure(paper_run):
     assert learnability.stat().st_size > 5000
 
 
-@pytest.mark.workflow
+@pytest.mark.slow
 def test_paper_run_loaded_the_weights_files_into_the_real_architectures(paper_run):
     from pretrain_knowledge.training import load_checkpoint
 
@@ -549,7 +530,7 @@ def test_paper_run_loaded_the_weights_files_into_the_real_architectures(paper_ru
         assert finetune.config["model"]["image_size"] == (32 if arch == "vit_b_16" else 224)
 
 
-@pytest.mark.workflow
+@pytest.mark.slow
 def test_paper_run_players_follow_each_datasets_rule(paper_run):
     from pretrain_knowledge.selection import Selection
 
@@ -558,7 +539,7 @@ def test_paper_run_players_follow_each_datasets_rule(paper_run):
     for experiment, (dataset, _, rule) in E2E.items():
         results = paper_run["dir"] / "results" / experiment
         selection = Selection.load(results / "selection" / "selection.pt")
-        test = D.load_task(results / "data" / "downstream.pt").test
+        test = load_task(results / "data" / "downstream.pt").test
         grid = selection.players.grid
         assert selection.rule == rule and (grid.height, grid.patch_size) == (32, patch)
         assert selection.n_samples == 2 * 2 and selection.players.patch_ids.shape == (4, n)
@@ -576,7 +557,7 @@ def test_paper_run_players_follow_each_datasets_rule(paper_run):
             assert all(cover[pid] >= 0.5 for pid in ids - under), (experiment, k)
 
 
-@pytest.mark.workflow
+@pytest.mark.slow
 def test_paper_run_interactions_match_their_games(paper_run):
     from pretrain_knowledge.selection import Selection
 

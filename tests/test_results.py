@@ -216,3 +216,20 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         PatchGrid(28, 28, 0)
     with pytest.raises(ValueError, match="divisible"):
         PatchGrid(28, 28, 5)
+
+
+def test_games_round_trip_bit_exact_in_any_row_order(tmp_path: Path) -> None:
+    result = make_result(3, b=4, n=3)
+    games = R.Games(result.sample_ids, result.labels, result.players, result.grid, result.interactions.v.double())
+    frame = games.to_frame()
+    assert list(frame.columns) == list(R.GAME_COLUMNS) and len(frame) == 4 * 8
+    row = frame.iloc[8 * 2 + 5]  # third sample, coalition 0b101
+    assert row["sample_id"] == int(games.sample_ids[2]) and row["coalition"] == 5 and row["order"] == 2
+    assert row["v"] == float(games.v[2, 5]) and list(row["players"]) == games.players[2].tolist()
+    write_parquet(frame.sample(frac=1, random_state=0), tmp_path / "g.parquet")
+    back = R.Games.from_frame(pd.read_parquet(tmp_path / "g.parquet"))
+    order = [back.sample_ids.tolist().index(i) for i in games.sample_ids.tolist()]
+    assert torch.equal(bits(back.v[order]), bits(games.v)) and torch.equal(back.players[order], games.players)
+    assert back.grid == games.grid
+    with pytest.raises(ValueError, match=r"one row per \(sample_id, coalition\)"):
+        R.Games.from_frame(pd.concat([frame, frame.iloc[:1]]))

@@ -23,15 +23,18 @@ import yaml
 
 from slurm_cluster import GPU_PARTITION, SlurmCluster, SlurmJob, slurm_cluster  # noqa: F401
 
+from conftest import copy_repo  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 OVERLAY = REPO / "tests" / "data" / "slurm-test-profile"
 TEST_CONFIG = "config/test.yaml"
 # Everything a run needs from the repository, copied so results never land in the real results/.
-COPIED = ("Snakefile", "workflow", "config", "profiles", "slurm", "src", "envs")
 # The rules that do real work; everything else (metrics, knowledge, figures, all) is cheap and
 # runs on the submit host.
-REMOTE_RULES = {"prepare_data", "pretrain", "probe", "finetune", "scratch", "select", "extract"}
+REMOTE_RULES = {"prepare_data", "pretrain", "probe", "finetune", "scratch", "select", "games", "sparsify"}
 # Both runs get the same thread counts (numerically identical results need identical threads);
 # one thread each is also what tiny models train fastest with, on 2 shared cores.
 MAX_THREADS = 1
@@ -81,14 +84,7 @@ class Run:
 
 def _workdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "results", ".snakemake")
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, path / name, ignore=ignore)
-        else:
-            shutil.copy2(source, path / name)
-    return path
+    return copy_repo(path)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -164,24 +160,17 @@ def _parquet_tables(results: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def runs(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    """The tiny config through `--profile slurm`, and the same config run locally."""
+def runs(slurm_cluster: SlurmCluster, tiny_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """The tiny config through `--profile slurm`, and the shared local run of the same config."""
     slurm_dir = _workdir(tmp_path_factory.mktemp("slurm-run"))
-    local_dir = _workdir(tmp_path_factory.mktemp("local-run"))
-    # The SLURM run mostly waits for status checks, so the local run goes alongside it.
-    local_proc = _launch(
-        local_dir, "--cores", "2", "--configfile", TEST_CONFIG, "--max-threads", str(MAX_THREADS),
-        env=_env(), timeout_s=RUN_TIMEOUT_S,
-    )  # fmt: skip
     # The partition comes from the environment, as a user would set it (slurm/config.yaml).
     slurm = _snakemake(slurm_dir, *_slurm_args(), env=_env(SBATCH_PARTITION=GPU_PARTITION))
-    local = local_proc.finish()
     assert slurm.returncode == 0, (
         f"SLURM run failed ({slurm.returncode}) after {slurm.seconds:.0f} s:\n"
         f"{slurm.log[-6000:]}\n{slurm_cluster.log_tail()}"
     )
-    assert local.returncode == 0, f"local run failed:\n{local.log[-6000:]}"
-    print(f"\nSLURM run {slurm.seconds:.0f} s, local run {local.seconds:.0f} s")
+    print(f"\nSLURM run {slurm.seconds:.0f} s, local run {tiny_run['seconds']:.0f} s")
+    local = Run(tiny_run["dir"], 0, tiny_run["log"], tiny_run["seconds"])
     return {"slurm": slurm, "local": local}
 
 
@@ -236,18 +225,19 @@ def test_slurm_outputs_equal_local_outputs(runs: dict[str, Run]):
 
 @pytest.mark.slurm
 def test_failed_job_surfaces_with_its_log(runs: dict[str, Run], slurm_cluster: SlurmCluster):
-    """A truncated checkpoint makes one extraction job fail inside SLURM; the run must fail and
-    point at the job's own log, which holds the error. (Runs last: it damages the SLURM run.)"""
+    """A checkpoint overwritten in place (same size, so the load-time check passes) makes one games
+    job fail inside SLURM on its checksum; the run must fail and point at the job's own log, which
+    holds the error. (Runs last: it damages the SLURM run.)"""
     run = runs["slurm"]
     experiment = next((run.workdir / "results").glob("*/interactions")).parent.name
     checkpoint = run.workdir / f"results/{experiment}/checkpoints/scratch/epoch-001.pt"
-    target = f"results/{experiment}/interactions/model=scratch/epoch=1/shard-0.parquet"
-    rule_log = run.workdir / f"results/{experiment}/logs/extract/scratch-1-0.log"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # in place: no other job is outdated
+    target = f"results/{experiment}/games/model=scratch/epoch=1/shard-0.parquet"
+    rule_log = run.workdir / f"results/{experiment}/logs/games/scratch-1-0.log"
+    checkpoint.write_bytes(bytes(checkpoint.stat().st_size))  # in place: no other job is outdated
 
     failed = _snakemake(
         run.workdir,
-        *_slurm_args(target, "--forcerun", "extract", "--rerun-triggers", "params", "code"),
+        *_slurm_args(target, "--forcerun", "games", "--rerun-triggers", "params", "code"),
         env=_env(SBATCH_PARTITION=GPU_PARTITION),
         timeout_s=180,
     )
@@ -256,14 +246,14 @@ def test_failed_job_surfaces_with_its_log(runs: dict[str, Run], slurm_cluster: S
     assert len(submitted) == 1, failed.log[-4000:]
     [(slurm_id, slurm_log)] = submitted.values()
     assert {job.job_id: job.state for job in slurm_cluster.jobs()}[slurm_id] == "FAILED"
-    assert "Error in rule extract" in failed.log
+    assert "Error in rule games" in failed.log
     assert f"SLURM-job '{slurm_id}' failed" in failed.log
     # The error report names both logs; the rule's log says what went wrong.
     assert str(rule_log.relative_to(run.workdir)) in failed.log
     assert str(slurm_log) in failed.log and slurm_log.is_file()
     # The stage names the damaged file; the SLURM log carries Snakemake's report from the node.
     assert str(checkpoint.relative_to(run.workdir)) in rule_log.read_text(), rule_log.read_text()
-    assert "Error in rule extract" in slurm_log.read_text(), slurm_log.read_text()[-2000:]
+    assert "Error in rule games" in slurm_log.read_text(), slurm_log.read_text()[-2000:]
     assert not (run.workdir / target).exists()
 
 
@@ -304,4 +294,4 @@ def test_profile_passes_partition_account_and_gpus(tmp_path: Path):
             if rule in gpus:
                 assert res.get("gpu") == str(gpus[rule]), (rule, res)
             assert "runtime" in res and "mem_mb" in res, (rule, res)
-    assert {"pretrain", "probe", "finetune", "scratch", "extract"} <= set(gpus)
+    assert {"pretrain", "probe", "finetune", "scratch", "games"} <= set(gpus) and "sparsify" not in gpus

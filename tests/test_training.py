@@ -8,7 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pretrain_knowledge import data as D
+from pretrain_knowledge.data.images import TaskData, load_task
+from pretrain_knowledge.data.prepare import prepare_task
+from pretrain_knowledge.data.sources import open_source
+from pretrain_knowledge.layout import SPLITS
 from pretrain_knowledge.cli import main as cli_main
 from pretrain_knowledge.training import (
     METRIC_COLUMNS,
@@ -27,11 +30,11 @@ FAST = dict(epochs=2, lr=0.05, batch_size=32, threads=1, eval_batch_size=200)
 
 
 @pytest.fixture(scope="module")
-def tasks() -> dict[str, D.TaskData]:
-    raw = {s: D.open_source("synthetic", s, **SYNTH) for s in D.SPLITS}
+def tasks() -> dict[str, TaskData]:
+    raw = {s: open_source("synthetic", s, **SYNTH) for s in SPLITS}
     return {
-        "upstream": D.prepare_task("synthetic", range(0, 5), raw=raw, source_options=SYNTH),
-        "downstream": D.prepare_task(
+        "upstream": prepare_task("synthetic", range(0, 5), raw=raw, source_options=SYNTH),
+        "downstream": prepare_task(
             "synthetic", range(5, 10), train_per_class=40, raw=raw, source_options=SYNTH
         ),
     }
@@ -43,15 +46,15 @@ def runs(tasks, tmp_path_factory) -> dict[str, TrainResult]:
     up, down = tasks["upstream"], tasks["downstream"]
     out: dict[str, TrainResult] = {}
     out["pretrain"] = train(
-        TrainConfig("pretrain", **FAST), up.train, up.test, root / "pretrain", root / "pretrain.parquet"
+        TrainConfig(mode="pretrain", **FAST), up.train, up.test, root / "pretrain", root / "pretrain.parquet"
     )
     init = str(checkpoint_path(root / "pretrain", FAST["epochs"]))
     for mode in ("probe", "finetune"):
         # A linear head on frozen features wants a larger step, as in the default config.
-        cfg = TrainConfig(mode, init=init, **{**FAST, "lr": 0.2 if mode == "probe" else FAST["lr"]})
+        cfg = TrainConfig(mode=mode, init=init, **{**FAST, "lr": 0.2 if mode == "probe" else FAST["lr"]})
         out[mode] = train(cfg, down.train, down.test, root / mode, root / f"{mode}.parquet")
     out["scratch"] = train(
-        TrainConfig("scratch", **FAST), down.train, down.test, root / "scratch", root / "scratch.parquet"
+        TrainConfig(mode="scratch", **FAST), down.train, down.test, root / "scratch", root / "scratch.parquet"
     )
     return out
 
@@ -137,11 +140,11 @@ def test_pretraining_helps_on_synthetic_downstream(runs):
 @pytest.mark.parametrize("augment", ["none", "flip_crop"])
 def test_same_seed_gives_bitwise_identical_weights(tasks, tmp_path, augment):
     down = tasks["downstream"]
-    cfg = TrainConfig("scratch", augment=augment, seed=7, **{**FAST, "epochs": 1})
+    cfg = TrainConfig(mode="scratch", augment=augment, seed=7, **{**FAST, "epochs": 1})
     a = train(cfg, down.train, down.test, tmp_path / "a")
     b = train(cfg, down.train, down.test, tmp_path / "b")
     c = train(
-        TrainConfig("scratch", augment=augment, seed=8, **{**FAST, "epochs": 1}),
+        TrainConfig(mode="scratch", augment=augment, seed=8, **{**FAST, "epochs": 1}),
         down.train,
         down.test,
         tmp_path / "c",
@@ -156,10 +159,10 @@ def test_missing_init_checkpoint_is_a_clear_error(tasks, tmp_path):
     down = tasks["downstream"]
     missing = tmp_path / "pretrain" / "epoch-003.pt"
     with pytest.raises(CheckpointError) as err:
-        train(TrainConfig("finetune", init=str(missing), **FAST), down.train, down.test, tmp_path / "ft")
+        train(TrainConfig(mode="finetune", init=str(missing), **FAST), down.train, down.test, tmp_path / "ft")
     assert str(missing) in str(err.value)
     with pytest.raises(ValueError, match="needs --init"):
-        TrainConfig("probe")
+        TrainConfig(mode="probe")
 
 
 def test_weights_file_is_not_a_checkpoint(tmp_path):
@@ -195,7 +198,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         str(data / "summary.json"),
     ]
     assert cli_main(args) == 0
-    down = D.load_task(data / "down.pt")
+    down = load_task(data / "down.pt")
     assert down.train.class_counts() == [12] * 5 and down.test.class_counts() == [10] * 5
     common = ["--epochs", "1", "--batch-size", "16", "--threads", "1"]
     assert (
@@ -254,7 +257,7 @@ def test_pretrain_from_weights_only_writes_epoch_zero(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(tvm.resnet18().state_dict(), path)
     r = train(
-        TrainConfig("pretrain", arch="resnet18", epochs=0, weights=str(path)),
+        TrainConfig(mode="pretrain", arch="resnet18", epochs=0, weights=str(path)),
         None,
         None,
         tmp_path / "pre",
@@ -266,12 +269,12 @@ def test_pretrain_from_weights_only_writes_epoch_zero(tmp_path):
     assert tuple(pd.read_parquet(tmp_path / "pre.parquet").columns) == METRIC_COLUMNS
     with pytest.raises(ValueError, match="only epochs=0"):
         train(
-            TrainConfig("pretrain", arch="resnet18", epochs=1, weights=str(path)), None, None, tmp_path / "x"
+            TrainConfig(mode="pretrain", arch="resnet18", epochs=1, weights=str(path)), None, None, tmp_path / "x"
         )
 
 
 def test_wrong_channel_count_for_init_is_explained(runs, tmp_path):
-    rgb = D.prepare_task(
+    rgb = prepare_task(
         "synthetic",
         range(5, 10),
         train_per_class=4,
@@ -280,7 +283,7 @@ def test_wrong_channel_count_for_init_is_explained(runs, tmp_path):
     )
     init = str(runs["pretrain"].checkpoints[-1])
     with pytest.raises(ValueError, match="--channels 1"):
-        train(TrainConfig("finetune", init=init, **FAST), rgb.train, rgb.test, tmp_path / "x")
+        train(TrainConfig(mode="finetune", init=init, **FAST), rgb.train, rgb.test, tmp_path / "x")
 
 
 def test_checkpoint_path_naming():

@@ -23,64 +23,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .players import PatchGrid
+
 MAX_PLAYERS = 20
 """Upper bound on n for all-coalition evaluation: 2^20 masked images per image is already days."""
-
-
-@dataclass(frozen=True)
-class PatchGrid:
-    """A ``height × width`` image cut into square ``patch_size`` patches, numbered row-major.
-
-    Patch id = ``row * n_cols + col``, so ids are stable across models and checkpoints and can be
-    stored with the results.
-    """
-
-    height: int
-    width: int
-    patch_size: int
-
-    def __post_init__(self) -> None:
-        if self.patch_size < 1 or self.height < 1 or self.width < 1:
-            raise ValueError(
-                f"PatchGrid needs positive sizes, got height={self.height}, width={self.width}, "
-                f"patch_size={self.patch_size}"
-            )
-        if self.height % self.patch_size or self.width % self.patch_size:
-            raise ValueError(
-                f"image size {self.height}×{self.width} is not divisible by patch_size="
-                f"{self.patch_size}; choose a patch size that divides both (e.g. "
-                f"{math.gcd(self.height, self.width)} or one of its divisors)"
-            )
-
-    @property
-    def n_rows(self) -> int:
-        return self.height // self.patch_size
-
-    @property
-    def n_cols(self) -> int:
-        return self.width // self.patch_size
-
-    @property
-    def n_patches(self) -> int:
-        return self.n_rows * self.n_cols
-
-    def check_patch_id(self, patch_id: int) -> None:
-        if not 0 <= patch_id < self.n_patches:
-            raise ValueError(
-                f"patch id {patch_id} is out of range: this {self.n_rows}×{self.n_cols} grid has "
-                f"patch ids 0 … {self.n_patches - 1} (id = row * {self.n_cols} + col)"
-            )
-
-    def row_col(self, patch_id: int) -> tuple[int, int]:
-        """Grid row and column of a patch id."""
-        self.check_patch_id(patch_id)
-        return divmod(patch_id, self.n_cols)
-
-    def patch_slice(self, patch_id: int) -> tuple[slice, slice]:
-        """Pixel rows and columns of a patch: ``image[..., rows, cols]`` is the patch."""
-        row, col = self.row_col(patch_id)
-        p = self.patch_size
-        return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
 
 
 @dataclass(frozen=True)
@@ -144,6 +90,15 @@ class Players:
         pixels = per_patch.expand(-1, -1, g.patch_size, -1, g.patch_size)
         pixels = pixels.reshape(-1, g.height, g.width)
         return torch.where(pixels == self.n_players, -1, pixels)
+
+
+def coalition_orders(n: int, device: torch.device | str | None = None) -> Tensor:
+    """Order |T| (popcount) of every coalition index T = 0 … 2^n - 1, as int64."""
+    idx = torch.arange(1 << n, device=device)
+    orders = torch.zeros_like(idx)
+    for i in range(n):
+        orders += (idx >> i) & 1
+    return orders
 
 
 def log_odds(logits: Tensor, labels: Tensor) -> Tensor:

@@ -26,12 +26,10 @@ import torch
 from torch import Tensor
 
 from .interactions import Interactions, coalition_orders
+from .layout import INTERACTION_TYPES as TYPES
+from .layout import KINDS
+from .results import TYPE_DTYPE
 
-TYPES: tuple[str, str] = ("and", "or")
-"""Interaction types, in the order of the type dimension of every stacked tensor."""
-KINDS: tuple[str, str, str] = ("preserved", "discarded", "new")
-"""Parts of the pretrain/finetune decomposition, in the order they appear in tables."""
-TYPE_DTYPE = pd.CategoricalDtype(list(TYPES))
 KIND_DTYPE = pd.CategoricalDtype(list(KINDS))
 
 Scope = Literal["sample", "model"]

@@ -14,12 +14,13 @@ state dict of the same architecture) or, when online, torchvision's weights API.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .catalog import ARCHITECTURES, ArchitectureInfo
 
 
 class WeightsError(FileNotFoundError):
@@ -142,33 +143,15 @@ def _split_tv(name: str, model: nn.Module, in_channels: int) -> tuple[nn.Module,
     return model, head
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    default_image_size: int
-    torchvision: bool
-    description: str
-
-
-MODELS: dict[str, ModelSpec] = {
-    "small_cnn": ModelSpec(
-        "small_cnn", 28, False, "4 conv stages + global average pooling (128-d); minutes on 2 CPU cores"
-    ),
-    "resnet18": ModelSpec("resnet18", 224, True, "torchvision ResNet-18; features = 512-d pooled"),
-    "resnet50": ModelSpec("resnet50", 224, True, "torchvision ResNet-50; features = 2048-d pooled"),
-    "vgg16": ModelSpec("vgg16", 224, True, "torchvision VGG-16; features = 4096-d second FC layer"),
-    "vit_b_16": ModelSpec("vit_b_16", 224, True, "torchvision ViT-B/16; features = 768-d class token"),
-}
-
-
 def available_models() -> list[str]:
-    return sorted(MODELS)
+    """Every registered architecture, by the name a config uses (catalog.ARCHITECTURES)."""
+    return sorted(ARCHITECTURES)
 
 
-def _spec(arch: str) -> ModelSpec:
-    if arch not in MODELS:
+def _spec(arch: str) -> ArchitectureInfo:
+    if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {available_models()}")
-    return MODELS[arch]
+    return ARCHITECTURES[arch]
 
 
 def build_model(
@@ -187,7 +170,7 @@ def build_model(
     """
     spec = _spec(arch)
     size = int(image_size or spec.default_image_size)
-    if not spec.torchvision:
+    if arch == "small_cnn":
         if weights is not None:
             raise WeightsError(f"{arch} has no ImageNet weights; drop the weights option (got {weights!r})")
         backbone, head = _build_small_cnn(in_channels, size)
@@ -247,7 +230,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 def _download_state_dict(arch: str) -> dict[str, Tensor]:
     import torchvision.models as tvm
 
-    w = tvm.get_model_weights(arch).DEFAULT
+    w = tvm.get_model_weights(arch)[_spec(arch).imagenet]
     try:
         return w.get_state_dict(progress=True)
     except Exception as err:  # noqa: BLE001 - urllib raises many types offline

@@ -1,39 +1,188 @@
-"""Player rules that read dataset annotations: ``bbox`` (Stanford Cars) and ``parts`` (CUB-200-2011).
+"""Players: the patch grid of an image and the rules that pick which patches play (method.md §2).
 
-A player rule picks, for one image, the ``n`` patches of a :class:`~pretrain_knowledge.game.PatchGrid`
-that become the players of its game (method.md §2); all other patches keep their pixels in every
-masked image. On fine-grained datasets the object is small and off-centre, so the default
-``central`` rule (in :mod:`pretrain_knowledge.selection`) would spend players on background. These
-rules put them on the object instead:
+A player rule picks, for one image, the ``n`` patches of a :class:`PatchGrid` that become the
+players of its game; all other patches keep their pixels in every masked image. Rules:
 
-* ``bbox`` — ``n`` distinct patches drawn uniformly from those covered by the object's bounding box;
-* ``parts`` — the patches under the image's *visible* part keypoints (CUB's beak, crown, wings, …),
-  topped up with patches drawn from the bounding box when the parts fall on fewer than ``n``
-  distinct patches.
+* ``central`` (default) — ``n`` distinct patches drawn uniformly from the central region; for
+  centred objects (Fashion-MNIST, CIFAR-10);
+* ``bbox`` — ``n`` distinct patches drawn from those covered by the object's bounding box
+  (Stanford Cars);
+* ``parts`` — the patches under the image's *visible* part keypoints (CUB's beak, crown, wings,
+  …), topped up with patches drawn from the bounding box.
 
-Coordinates: boxes and keypoints come from :class:`~pretrain_knowledge.data.ImageAnnotation` in
-pixels of the *prepared* (resized or cropped) image, the same frame as the grid: pixel
-``(row i, column j)`` covers ``[j, j+1) × [i, i+1)`` in ``(x, y)``, and patch ``(r, c)`` covers
+Each rule is a frozen dataclass whose fields are its options (``selection.players.options``), so
+a config is checked against them before any job runs.
+
+Coordinates: boxes and keypoints are in pixels of the *prepared* image, the same frame as the grid:
+pixel ``(row i, column j)`` covers ``[j, j+1) × [i, i+1)`` in ``(x, y)``, and patch ``(r, c)`` covers
 ``[c·p, (c+1)·p) × [r·p, (r+1)·p)``. Patch id = ``r · n_cols + c``.
 
-Determinism: every random choice draws from the ``rng`` the caller passes, which
-:func:`pretrain_knowledge.selection.sample_rng` derives from (experiment seed, image index) only;
-candidates are enumerated in a fixed order before drawing, so the same seed gives the same players
-on every machine, for every model and checkpoint. Coalition convention downstream: player i is
-bit i of a coalition integer (player 0 least significant); the caller sorts the returned ids.
+Determinism: every random choice draws from the ``rng`` the caller passes, which :func:`sample_rng`
+derives from (experiment seed, image index) only; candidates are enumerated in a fixed order before
+drawing, so the same seed gives the same players on every machine, for every model and checkpoint.
+Player i is bit i of a coalition integer (player 0 least significant); ids are returned sorted.
+
+This module needs only numpy (the workflow imports it to check configs; see catalog).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .game import PatchGrid
-from .selection import SampleContext, register_player_rule
+from .typed import ConfigError, build, suggest, to_plain, setting
+
+if TYPE_CHECKING:
+    from .data.annotations import ImageAnnotation
 
 Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """A ``height × width`` image cut into square ``patch_size`` patches, numbered row-major.
+
+    Patch id = ``row * n_cols + col``, so ids are stable across models and checkpoints and can be
+    stored with the results.
+    """
+
+    height: int
+    width: int
+    patch_size: int
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 1 or self.height < 1 or self.width < 1:
+            raise ValueError(
+                f"PatchGrid needs positive sizes, got height={self.height}, width={self.width}, "
+                f"patch_size={self.patch_size}"
+            )
+        if self.height % self.patch_size or self.width % self.patch_size:
+            raise ValueError(
+                f"image size {self.height}×{self.width} is not divisible by patch_size="
+                f"{self.patch_size}; choose a patch size that divides both (e.g. "
+                f"{math.gcd(self.height, self.width)} or one of its divisors)"
+            )
+
+    @property
+    def n_rows(self) -> int:
+        return self.height // self.patch_size
+
+    @property
+    def n_cols(self) -> int:
+        return self.width // self.patch_size
+
+    @property
+    def n_patches(self) -> int:
+        return self.n_rows * self.n_cols
+
+    def check_patch_id(self, patch_id: int) -> None:
+        if not 0 <= patch_id < self.n_patches:
+            raise ValueError(
+                f"patch id {patch_id} is out of range: this {self.n_rows}×{self.n_cols} grid has "
+                f"patch ids 0 … {self.n_patches - 1} (id = row * {self.n_cols} + col)"
+            )
+
+    def row_col(self, patch_id: int) -> tuple[int, int]:
+        """Grid row and column of a patch id."""
+        self.check_patch_id(patch_id)
+        return divmod(patch_id, self.n_cols)
+
+    def patch_slice(self, patch_id: int) -> tuple[slice, slice]:
+        """Pixel rows and columns of a patch: ``image[..., rows, cols]`` is the patch."""
+        row, col = self.row_col(patch_id)
+        p = self.patch_size
+        return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
+
+
+@dataclass(frozen=True)
+class SampleContext:
+    """What a player rule may look at for one sample."""
+
+    sample_id: int
+    dataset_index: int
+    """Index of the image in the downstream test set it was drawn from."""
+    label: int
+    image: Any = None
+    """(C, H, W) uint8 tensor, the stored image (the models see it normalised)."""
+    annotation: ImageAnnotation | None = None
+    """Bounding box and part keypoints in pixel coordinates of ``image``, where the dataset has them."""
+
+
+def sample_rng(seed: int, dataset_index: int) -> np.random.Generator:
+    """A generator that depends only on the experiment seed and the image, never on run order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, dataset_index]))
+
+
+def _draw(candidates: Sequence[int], k: int, rng: np.random.Generator) -> list[int]:
+    """``k`` distinct entries of ``candidates`` (all of them when k ≥ len), uniformly at random."""
+    if k >= len(candidates):
+        return list(candidates)
+    return [candidates[i] for i in sorted(rng.choice(len(candidates), size=k, replace=False))]
+
+
+# ----------------------------------------------------------------------------------------------
+# central
+# ----------------------------------------------------------------------------------------------
+
+
+def central_region(grid: PatchGrid, region: float) -> list[int]:
+    """Patch ids of the centred block that spans the fraction ``region`` of each grid side.
+
+    The margin is rounded down, so ``region`` is a lower bound on the block's share of a side.
+    """
+    if not 0 < region <= 1:
+        raise ValueError(
+            f"selection.players.region must lie in (0, 1] (the share of each grid side that "
+            f"counts as central), got {region}"
+        )
+    # The small epsilon keeps float noise in 1 - region from shrinking the margin by a patch.
+    top = int(grid.n_rows * (1 - region) / 2 + 1e-9)
+    left = int(grid.n_cols * (1 - region) / 2 + 1e-9)
+    rows = range(top, grid.n_rows - top)
+    cols = range(left, grid.n_cols - left)
+    return [r * grid.n_cols + c for r in rows for c in cols]
+
+
+@dataclass(frozen=True)
+class CentralRule:
+    """n distinct patches drawn uniformly from the central region (method.md §2, default rule).
+
+    Fashion-MNIST and CIFAR objects are centred, so central patches carry the object; drawing
+    (rather than taking the n most central) varies the players between samples.
+    """
+
+    region: float = setting(
+        0.6, "central: the share of each grid side that counts as central.", exclusive_minimum=0, maximum=1
+    )
+    needs: ClassVar[str | None] = None
+
+    def check(self, grid: PatchGrid, n: int) -> str | None:
+        candidates = central_region(grid, self.region)
+        if len(candidates) < n:
+            return (
+                f"the central region holds {len(candidates)} patches of the {grid.n_rows}×"
+                f"{grid.n_cols} grid but {n} players are needed: raise selection.players.region, "
+                "lower selection.players.patch_size or lower selection.players.n"
+            )
+        return None
+
+    def __call__(self, grid: PatchGrid, n: int, sample: SampleContext, rng: np.random.Generator) -> list[int]:
+        problem = self.check(grid, n)
+        if problem:
+            raise ValueError(problem)
+        candidates = central_region(grid, self.region)
+        chosen = rng.choice(len(candidates), size=n, replace=False)
+        return [candidates[i] for i in chosen]
+
+
+# ----------------------------------------------------------------------------------------------
+# bbox and parts
+# ----------------------------------------------------------------------------------------------
 
 
 def patch_at(grid: PatchGrid, x: float, y: float) -> int | None:
@@ -70,7 +219,9 @@ def box_patches(grid: PatchGrid, box: Box, min_overlap: float) -> list[int]:
     coverage = box_coverage(grid, box)
     ids = [int(i) for i in np.flatnonzero(coverage >= min_overlap - 1e-9)]
     if not ids:
-        centre = patch_at(grid, min((box[0] + box[2]) / 2, grid.width - 1e-6), min((box[1] + box[3]) / 2, grid.height - 1e-6))
+        cx = min((box[0] + box[2]) / 2, grid.width - 1e-6)
+        cy = min((box[1] + box[3]) / 2, grid.height - 1e-6)
+        centre = patch_at(grid, cx, cy)
         ids = [] if centre is None else [centre]
     return ids
 
@@ -97,13 +248,6 @@ def nearest_patches(grid: PatchGrid, box: Box | None, exclude: Sequence[int]) ->
     return [pid for _, pid in sorted(scored)]
 
 
-def _draw(candidates: Sequence[int], k: int, rng: np.random.Generator) -> list[int]:
-    """``k`` distinct entries of ``candidates`` (all of them when k ≥ len), uniformly at random."""
-    if k >= len(candidates):
-        return list(candidates)
-    return [candidates[i] for i in sorted(rng.choice(len(candidates), size=k, replace=False))]
-
-
 def _fill(
     chosen: list[int], n: int, grid: PatchGrid, box: Box | None, min_overlap: float, rng: np.random.Generator
 ) -> list[int]:
@@ -116,43 +260,41 @@ def _fill(
     return chosen
 
 
-def _require_box(sample: SampleContext, rule: str) -> Box:
-    ann = sample.annotation
-    if ann is None or ann.box is None:
-        raise ValueError(
-            f"selection.players.rule={rule!r} needs bounding boxes, but sample {sample.sample_id} "
-            f"(test image {sample.dataset_index}) has none: its dataset source has no box "
-            "annotations. Use a source with boxes (cub200, stanford_cars) or rule 'central'."
-        )
-    return ann.box
+_MIN_OVERLAP_DOC = (
+    "bbox, parts: the share of a patch's area that must lie inside the bounding box for it to count as inside."
+)
 
 
-@register_player_rule("bbox")
-def bbox_players(
-    grid: PatchGrid,
-    n: int,
-    sample: SampleContext,
-    rng: np.random.Generator,
-    min_overlap: float = 0.5,
-) -> list[int]:
+@dataclass(frozen=True)
+class BoxRule:
     """n distinct patches drawn uniformly from those at least ``min_overlap`` inside the bounding box.
 
     The box is the annotated object, so every player carries object pixels and the rest of the
     object stays visible as context. A box too small for ``n`` patches is completed with the
     patches nearest to its centre (in a fixed order, no drawing).
     """
-    box = _require_box(sample, "bbox")
-    return _fill(_draw(box_patches(grid, box, min_overlap), n, rng), n, grid, box, min_overlap, rng)
+
+    min_overlap: float = setting(0.5, _MIN_OVERLAP_DOC, exclusive_minimum=0, maximum=1)
+    needs: ClassVar[str | None] = "boxes"
+
+    def check(self, grid: PatchGrid, n: int) -> str | None:
+        return None
+
+    def __call__(self, grid: PatchGrid, n: int, sample: SampleContext, rng: np.random.Generator) -> list[int]:
+        ann = sample.annotation
+        if ann is None or ann.box is None:
+            raise ValueError(
+                f"selection.players.rule='bbox' needs bounding boxes, but sample {sample.sample_id} "
+                f"(test image {sample.dataset_index}) has none: its dataset source has no box "
+                "annotations. Use a source with boxes (cub200, stanford_cars) or rule 'central'."
+            )
+        box = ann.box
+        chosen = _draw(box_patches(grid, box, self.min_overlap), n, rng)
+        return _fill(chosen, n, grid, box, self.min_overlap, rng)
 
 
-@register_player_rule("parts")
-def part_players(
-    grid: PatchGrid,
-    n: int,
-    sample: SampleContext,
-    rng: np.random.Generator,
-    min_overlap: float = 0.5,
-) -> list[int]:
+@dataclass(frozen=True)
+class PartsRule:
     """The patches under the visible part keypoints, topped up from the bounding box, n in all.
 
     Parts are the semantic units of a bird (beak, eye, wing, …), so a player per part makes the
@@ -160,20 +302,98 @@ def part_players(
     forehead); each patch counts once. With more distinct part patches than ``n``, ``n`` of them
     are drawn uniformly; with fewer, the rest are drawn from the patches at least ``min_overlap``
     inside the bounding box, and, should those run out too, taken nearest to the box centre.
-    Images without a box (another source) still work when they have keypoints.
     """
-    ann = sample.annotation
-    if ann is None or (not ann.parts and ann.box is None):
+
+    min_overlap: float = setting(0.5, _MIN_OVERLAP_DOC, exclusive_minimum=0, maximum=1)
+    needs: ClassVar[str | None] = "parts"
+
+    def check(self, grid: PatchGrid, n: int) -> str | None:
+        return None
+
+    def __call__(self, grid: PatchGrid, n: int, sample: SampleContext, rng: np.random.Generator) -> list[int]:
+        ann = sample.annotation
+        if ann is None or (not ann.parts and ann.box is None):
+            raise ValueError(
+                f"selection.players.rule='parts' needs part keypoints or bounding boxes, but sample "
+                f"{sample.sample_id} (test image {sample.dataset_index}) has neither: use a source "
+                "with part annotations (cub200) or rule 'bbox' / 'central'."
+            )
+        under_parts: list[int] = []
+        for part in ann.parts:
+            if part.visible:
+                pid = patch_at(grid, part.x, part.y)
+                if pid is not None and pid not in under_parts:
+                    under_parts.append(pid)
+        chosen = _draw(under_parts, n, rng)
+        return _fill(chosen, n, grid, ann.box, self.min_overlap, rng)
+
+
+PLAYER_RULES: dict[str, type] = {"central": CentralRule, "bbox": BoxRule, "parts": PartsRule}
+"""Rule name (``selection.players.rule``) → its class; the class's fields are its options."""
+
+
+def _rule_class(rule: str) -> type:
+    if rule not in PLAYER_RULES:
         raise ValueError(
-            f"selection.players.rule='parts' needs part keypoints or bounding boxes, but sample "
-            f"{sample.sample_id} (test image {sample.dataset_index}) has neither: use a source "
-            "with part annotations (cub200) or rule 'bbox' / 'central'."
+            f"unknown player rule selection.players.rule={rule!r}.{suggest(rule, list(PLAYER_RULES))} "
+            f"Known rules: {sorted(PLAYER_RULES)}"
         )
-    under_parts: list[int] = []
-    for part in ann.parts:
-        if part.visible:
-            pid = patch_at(grid, part.x, part.y)
-            if pid is not None and pid not in under_parts:
-                under_parts.append(pid)
-    chosen = _draw(under_parts, n, rng)
-    return _fill(chosen, n, grid, ann.box, min_overlap, rng)
+    return PLAYER_RULES[rule]
+
+
+def _options_of(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def rule_options(rule: str, options: Mapping[str, Any] | None, where: str = "selection.players.options") -> dict[str, Any]:
+    """The rule's own options with their defaults, checked; keys of other rules are dropped.
+
+    All rules share one ``selection.players.options`` mapping and a dataset may switch rules over
+    the global one, so another rule's key is not an error; a key that no rule takes is a typo.
+    """
+    cls = _rule_class(rule)
+    options = dict(options or {})
+    known = {name for c in PLAYER_RULES.values() for name in _options_of(c)}
+    for key in options:
+        if key not in known:
+            raise ConfigError(
+                f"config: {where}.{key}: no player rule takes this option.{suggest(key, sorted(known))} "
+                f"Options of {rule!r}: {_options_of(cls) or 'none'}."
+            )
+    own = {k: v for k, v in options.items() if k in _options_of(cls)}
+    return to_plain(build(cls, own, where))
+
+
+def make_rule(rule: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The rule object for a name and its options (validated as in :func:`rule_options`)."""
+    return _rule_class(rule)(**rule_options(rule, options))
+
+
+def check_rule(
+    rule: str, grid: PatchGrid, n: int, options: Mapping[str, Any] | None, *, boxes: bool, parts: bool
+) -> str | None:
+    """Why ``rule`` cannot give ``n`` players on ``grid`` for a source with/without boxes and parts."""
+    obj = make_rule(rule, options)
+    if obj.needs == "boxes" and not boxes:
+        return f"rule {rule!r} needs bounding boxes, which this dataset's source has not; use rule 'central'"
+    if obj.needs == "parts" and not (parts or boxes):
+        return f"rule {rule!r} needs part keypoints or boxes, which this dataset's source has not; use rule 'central'"
+    return obj.check(grid, n)
+
+
+def choose_player_ids(
+    grid: PatchGrid,
+    n: int,
+    samples: Sequence[SampleContext],
+    seed: int,
+    rule: str = "central",
+    options: Mapping[str, Any] | None = None,
+) -> list[list[int]]:
+    """Players of every sample by the named rule; ids sorted so player order is canonical."""
+    chooser = make_rule(rule, options)
+    if n < 1 or n > grid.n_patches:
+        raise ValueError(f"selection.players.n={n} must lie in 1 … {grid.n_patches} (patches of the grid)")
+    return [
+        sorted(int(i) for i in chooser(grid, n, sample, sample_rng(seed, sample.dataset_index)))
+        for sample in samples
+    ]

@@ -11,23 +11,21 @@ i ∈ S (player 0 is the least significant bit); player i of a sample is patch `
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .io import atomic_path  # noqa: E402
-from .selection import Selection  # noqa: E402
+from .io import atomic_path
+from .selection import Selection
 
 KIND_ORDER = ["preserved", "discarded", "new"]
 KIND_PALETTE = {"preserved": "#1b9e77", "discarded": "#d95f02", "new": "#7570b3"}
@@ -42,34 +40,49 @@ PAPER_LEARNABILITY = (0.13, 0.45)
 """Range of the preserved-learnability ratio reported by the paper (method.md §4)."""
 
 
-def _theme() -> None:
-    sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+def _themed(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw in seaborn's paper style without touching the caller's global matplotlib settings.
+
+    Figures are built with matplotlib's object API (no pyplot), so importing this module selects
+    no backend and drawing needs no display.
+    """
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save(fig: Figure, png: str | os.PathLike[str], pdf: str | os.PathLike[str], dpi: int = 150) -> None:
-    """Write the figure as PNG and PDF, each atomically, and release it."""
+    """Write the figure as PNG and PDF, each atomically."""
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     with atomic_path(pdf) as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches="tight")
-    plt.close(fig)
 
 
 def _n_samples(frame: pd.DataFrame) -> int:
     return int(frame["sample_id"].nunique())
 
 
+@_themed
 def knowledge_figure(decomposition: pd.DataFrame, title: str = "") -> Figure:
     """Figure 1 (paper's Fig. 2): counts and strengths of preserved/discarded/new per order.
 
     ``decomposition`` is the per-sample table (sample_id, kind, type, order, count, strength).
     """
-    _theme()
     data = decomposition.assign(
         kind=decomposition["kind"].astype(str), type=decomposition["type"].astype(str)
     )
     orders = sorted(int(o) for o in data["order"].unique())
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True, squeeze=False)
+    fig, axes = _subplots(2, 2, figsize=(11, 7), sharex=True, squeeze=False)
     for col, kind_type in enumerate(["and", "or"]):
         part = data[data["type"] == kind_type]
         for row, (measure, label) in enumerate(
@@ -104,18 +117,18 @@ def knowledge_figure(decomposition: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+@_themed
 def learnability_figure(learnability: pd.DataFrame) -> Figure:
     """Figure 2 (paper's Fig. 3): preserved-learnability ratio per experiment.
 
     ``learnability`` is the per-sample table of all experiments (experiment, sample_id, ratio, …);
     samples without preserved knowledge (ratio NaN) are left out.
     """
-    _theme()
     data = learnability.dropna(subset=["ratio"]).assign(
         experiment=lambda f: f["experiment"].astype(str)
     )
     experiments = sorted(learnability["experiment"].astype(str).unique())
-    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(experiments) + 2), 4.5))
+    fig, ax = _subplots(figsize=(max(5, 1.8 * len(experiments) + 2), 4.5))
     ax.axhspan(*PAPER_LEARNABILITY, color="#bbbbbb", alpha=0.35, label="paper: 13–45 %")
     if not data.empty:
         sns.barplot(
@@ -158,11 +171,11 @@ def learnability_figure(learnability: pd.DataFrame) -> Figure:
     return fig
 
 
+@_themed
 def similarity_figure(similarity: pd.DataFrame, title: str = "") -> Figure:
     """Figure 3 (paper's Fig. 4): similarity to the final model's interactions versus epoch."""
-    _theme()
     data = similarity.assign(model=similarity["model"].astype(str))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (measure, label) in zip(
         axes,
         [("weighted_jaccard", "weighted Jaccard"), ("salient_iou", "IoU of salient sets")],
@@ -189,12 +202,12 @@ def similarity_figure(similarity: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+@_themed
 def training_figure(metrics: pd.DataFrame, title: str = "") -> Figure:
     """Figure 4: downstream accuracy and loss per epoch of the probe, fine-tuning and scratch."""
-    _theme()
     data = metrics[metrics["model"].astype(str).isin(["probe", "finetune", "scratch"])]
     data = data.assign(model=data["model"].astype(str), split=data["split"].astype(str))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = _subplots(1, 2, figsize=(11, 4.2))
     for ax, measure in zip(axes, ["accuracy", "loss"], strict=True):
         sns.lineplot(
             data=data,
@@ -226,7 +239,7 @@ def _example_samples(selection: Selection, n: int) -> list[int]:
     return (first + rest)[:n]
 
 
-def _draw_image(ax: plt.Axes, image: np.ndarray) -> None:
+def _draw_image(ax: Axes, image: np.ndarray) -> None:
     if image.shape[0] == 1:
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=255)
     else:
@@ -248,6 +261,7 @@ def _players_of(selection: Selection, sample: int, coalition: int) -> list[int]:
     return [pid for i, pid in enumerate(ids) if coalition >> i & 1]
 
 
+@_themed
 def examples_figure(
     selection: Selection, members: pd.DataFrame, n_examples: int = 5, title: str = ""
 ) -> Figure:
@@ -256,9 +270,8 @@ def examples_figure(
     Column 1 outlines the players (numbered by player index); the others fill the patches of the
     strongest element of each kind, red for AND and blue for OR, with its order and |I| above.
     """
-    _theme()
     samples = _example_samples(selection, n_examples)
-    fig, axes = plt.subplots(len(samples), 4, figsize=(9, 2.4 * len(samples)), squeeze=False)
+    fig, axes = _subplots(len(samples), 4, figsize=(9, 2.4 * len(samples)), squeeze=False)
     images = selection.images.numpy()
     for row, sample in enumerate(samples):
         image = images[sample]

@@ -1,4 +1,8 @@
-"""Interactions of a batch of games as one typed object and as a long, lossless table for Parquet.
+"""Games and their interactions as typed objects and as long, lossless tables for Parquet.
+
+:class:`Games` holds what a model checkpoint played (v of every coalition; :data:`GAME_COLUMNS`),
+:class:`GameBatchResult` the interactions solved from them (:data:`COLUMNS`);
+:func:`read_interactions` and :func:`batch_of` read the stored shards back.
 
 Coalition convention: a coalition S is the integer with bit i set iff player i ∈ S (player 0 is the
 least significant bit); player i is the patch ``players[i]`` of the sample's grid.
@@ -37,6 +41,8 @@ for bit; :meth:`GameBatchResult.from_frame` returns float64 CPU tensors.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,9 +50,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .game import PatchGrid
-from .interactions import Interactions, SparsifyDiagnostics, coalition_orders
-from .knowledge import TYPE_DTYPE, TYPES
+from .game import coalition_orders
+from .interactions.values import Interactions, SparsifyDiagnostics
+from .layout import INTERACTION_TYPES as TYPES
+from .layout import MODELS, partition_keys
+from .players import PatchGrid
+
+TYPE_DTYPE = pd.CategoricalDtype(list(TYPES))
+MODEL_DTYPE = pd.CategoricalDtype(list(MODELS))
 
 COLUMNS: dict[str, str] = {
     "sample_id": "int64. Id of the test image in the experiment's sample selection.",
@@ -144,9 +155,6 @@ class GameBatchResult:
         def per_sample(x: Tensor) -> np.ndarray:
             return np.repeat(np.asarray(x.detach().cpu()), rows_per_sample)
 
-        players = np.empty(b, dtype=object)
-        for i, row in enumerate(_i64(self.players)):
-            players[i] = row
         columns = {
             "sample_id": per_sample(self.sample_ids).astype(np.int64),
             "type": pd.Categorical.from_codes(
@@ -159,11 +167,8 @@ class GameBatchResult:
             "label": per_sample(self.labels).astype(np.int64),
             **{name: per_sample(getattr(diag, name)).astype(np.float64) for name in _DIAGNOSTICS},
             "method": pd.array([diag.method] * (b * rows_per_sample), dtype="string"),
-            "players": np.repeat(players, rows_per_sample),
-            **{
-                column: np.full(b * rows_per_sample, getattr(self.grid, field), dtype=np.int32)
-                for column, field in _GRID.items()
-            },
+            "players": _players_column(self.players, rows_per_sample),
+            **_grid_columns(self.grid, b * rows_per_sample),
         }
         return pd.DataFrame(columns)[list(COLUMNS)]
 
@@ -200,6 +205,103 @@ class GameBatchResult:
         )
 
 
+GAME_COLUMNS: dict[str, str] = {
+    "sample_id": COLUMNS["sample_id"],
+    "coalition": COLUMNS["coalition"],
+    "order": COLUMNS["order"],
+    "v": "float64. Game value v(x_S): log-odds of the true label on the image masked to S.",
+    "label": COLUMNS["label"],
+    "players": COLUMNS["players"],
+    **{column: COLUMNS[column] for column in ("image_height", "image_width", "patch_size")},
+}
+"""Column → description of :meth:`Games.to_frame`: one row per (sample, coalition)."""
+
+
+@dataclass(frozen=True)
+class Games:
+    """The games one model checkpoint played on a batch of samples: who played, where, and v(x_T).
+
+    Stored so that interactions can be re-solved under other settings without the model (every
+    forward pass of a game is here). ``players[b, i]`` is the patch id of player i of sample b,
+    bit i of every coalition index (player 0 least significant).
+    """
+
+    sample_ids: Tensor
+    """int64 (B,), unique within the batch."""
+    labels: Tensor
+    """int64 (B,) true classes."""
+    players: Tensor
+    """int64 (B, n) patch ids of the players."""
+    grid: PatchGrid
+    v: Tensor
+    """float64 (B, 2^n): v(x_T) of every coalition T."""
+
+    def __post_init__(self) -> None:
+        b, size = self.v.shape
+        n = size.bit_length() - 1
+        for name, shape in (("sample_ids", (b,)), ("labels", (b,)), ("players", (b, n))):
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"Games.{name} must have shape {shape} for B={b}, n={n}, got {got}")
+        if len(torch.unique(self.sample_ids)) != b:
+            raise ValueError("Games.sample_ids must be unique within a batch")
+
+    @property
+    def n_players(self) -> int:
+        return int(self.players.shape[1])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (sample, coalition), columns and dtypes of :data:`GAME_COLUMNS`."""
+        b, n = int(self.v.shape[0]), self.n_players
+        size = 1 << n
+        columns = {
+            "sample_id": np.repeat(_i64(self.sample_ids), size),
+            "coalition": np.tile(np.arange(size, dtype=np.int64), b),
+            "order": np.tile(coalition_orders(n).numpy().astype(np.int16), b),
+            "v": _f64(self.v).ravel(),
+            "label": np.repeat(_i64(self.labels), size),
+            "players": _players_column(self.players, size),
+            **_grid_columns(self.grid, b * size),
+        }
+        return pd.DataFrame(columns)[list(GAME_COLUMNS)]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Games:
+        """Rebuild from :meth:`to_frame`'s table; rows in any order, samples in first-seen order."""
+        missing = [c for c in GAME_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks the game columns {missing}; expected those of results.GAME_COLUMNS")
+        if frame.empty:
+            raise ValueError("frame has no rows: no games to rebuild")
+        codes, uniques = pd.factorize(frame["sample_id"], sort=False)
+        b = len(uniques)
+        first = _first_rows(codes, b)
+        players = _players_of(frame["players"].to_numpy()[first])
+        n = players.shape[1]
+        cell = _cell_index(frame, codes, b, n, typed=False)
+        v = np.empty(b * (1 << n), dtype=np.float64)
+        v[cell] = frame["v"].to_numpy(dtype=np.float64)
+        return cls(
+            sample_ids=torch.as_tensor(np.asarray(uniques, dtype=np.int64)),
+            labels=torch.as_tensor(_per_sample(frame, "label", codes, first).astype(np.int64)),
+            players=torch.as_tensor(players),
+            grid=PatchGrid(**{field: _batch_constant(frame, column) for column, field in _GRID.items()}),
+            v=torch.from_numpy(v.reshape(b, 1 << n)),
+        )
+
+
+def _players_column(players: Tensor, repeat: int) -> np.ndarray:
+    """Each sample's player list, repeated on its rows (a list column keeps one schema for every n)."""
+    lists = np.empty(len(players), dtype=object)
+    for i, row in enumerate(_i64(players)):
+        lists[i] = row
+    return np.repeat(lists, repeat)
+
+
+def _grid_columns(grid: PatchGrid, rows: int) -> dict[str, np.ndarray]:
+    return {column: np.full(rows, getattr(grid, field), dtype=np.int32) for column, field in _GRID.items()}
+
+
 def _f64(x: Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy()
 
@@ -226,11 +328,15 @@ def _players_of(lists: np.ndarray) -> np.ndarray:
     )
 
 
-def _cell_index(frame: pd.DataFrame, codes: np.ndarray, b: int, n: int) -> np.ndarray:
-    """Flat index (sample, type, coalition) of every row; checks the rows tile the batch exactly."""
+def _cell_index(frame: pd.DataFrame, codes: np.ndarray, b: int, n: int, typed: bool = True) -> np.ndarray:
+    """Flat index (sample, [type,] coalition) of every row; checks the rows tile the batch exactly."""
     size = 1 << n
-    types = pd.Categorical(frame["type"].astype(str), categories=list(TYPES)).codes.astype(np.int64)
+    n_types = len(TYPES) if typed else 1
     coalition = frame["coalition"].to_numpy(dtype=np.int64)
+    if typed:
+        types = pd.Categorical(frame["type"].astype(str), categories=list(TYPES)).codes.astype(np.int64)
+    else:
+        types = np.zeros(len(frame), dtype=np.int64)
     if (types < 0).any() or (coalition < 0).any() or (coalition >= size).any():
         raise ValueError(
             f"frame has rows with a type outside {TYPES} or a coalition outside [0, 2^{n})"
@@ -239,11 +345,12 @@ def _cell_index(frame: pd.DataFrame, codes: np.ndarray, b: int, n: int) -> np.nd
         frame["order"].to_numpy(dtype=np.int64), coalition_orders(n).numpy()[coalition]
     ):
         raise ValueError("frame column 'order' disagrees with the popcount of 'coalition'")
-    cell = (codes * 2 + types) * size + coalition
-    hits = np.bincount(cell, minlength=b * 2 * size)
-    if len(cell) != b * 2 * size or hits.max() != 1:
+    cell = (codes * n_types + types) * size + coalition
+    hits = np.bincount(cell, minlength=b * n_types * size)
+    key = "(sample_id, type, coalition)" if typed else "(sample_id, coalition)"
+    if len(cell) != b * n_types * size or hits.max() != 1:
         raise ValueError(
-            f"frame must hold exactly one row per (sample_id, type, coalition), {b}·2·2^{n} rows; "
+            f"frame must hold exactly one row per {key}, {b}·{n_types}·2^{n} rows; "
             f"got {len(cell)} rows with up to {hits.max()} per key; filter it to one model and "
             "checkpoint first (e.g. df[(df.model == m) & (df.epoch == e)])"
         )
@@ -306,3 +413,31 @@ def _interactions_of(
         diagnostics=SparsifyDiagnostics(method=str(methods[0]), **diag),
         **game,
     )
+
+
+def read_interactions(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Concatenate the given shards, with ``model`` (categorical, MODELS order) and ``epoch`` (int64)."""
+    frames = []
+    for path in paths:
+        keys = partition_keys(path)
+        if keys["model"] not in MODELS:
+            raise ValueError(f"{path}: unknown model {keys['model']!r}, expected one of {MODELS}")
+        frame = pd.read_parquet(path)
+        frame.insert(0, "epoch", int(keys["epoch"]))
+        frame.insert(0, "model", pd.Categorical([keys["model"]] * len(frame), dtype=MODEL_DTYPE))
+        frames.append(frame)
+    if not frames:
+        raise ValueError("no interaction shards given")
+    out = pd.concat(frames, ignore_index=True)
+    out["model"] = out["model"].astype(MODEL_DTYPE)
+    out["epoch"] = out["epoch"].astype("int64")
+    return out
+
+
+def batch_of(frame: pd.DataFrame, model: str, epoch: int) -> GameBatchResult:
+    """The games of one model and checkpoint over all shards, samples in ascending id order."""
+    rows = frame[(frame["model"] == model) & (frame["epoch"] == epoch)]
+    if rows.empty:
+        raise ValueError(f"no interactions for model={model} epoch={epoch}")
+    rows = rows.sort_values(["sample_id", "type", "coalition"], kind="stable")
+    return GameBatchResult.from_frame(rows)

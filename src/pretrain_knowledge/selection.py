@@ -8,10 +8,8 @@ labels, same players. Two parts:
   models (probe, finetune, scratch) classify correctly, so that every explained game is one the
   models win, and differences between their interactions are not differences in correctness;
 * **players** — for each sample, ``n`` distinct patches of a :class:`~pretrain_knowledge.game.PatchGrid`
-  chosen by a *player rule*. The default rule ``central`` draws them from the central region of
-  the grid. Rules are looked up by name in :data:`PLAYER_RULES`; a rule that needs dataset
-  annotations (bounding boxes, part keypoints) reads them from :attr:`SampleContext.annotation`
-  and is added with :func:`register_player_rule`.
+  chosen by a *player rule* of :mod:`pretrain_knowledge.players` (default ``central``, drawn
+  from the central region of the grid).
 
 Coalition convention for everything downstream: player i of sample b is patch
 ``patch_ids[b, i]``; a coalition T is the integer with bit i set iff player i ∈ T (player 0 is the
@@ -21,7 +19,7 @@ least significant bit).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,114 +29,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import ImageAnnotation, ImageSet
-from .game import PatchGrid, Players
+from .data.images import ImageSet
+from .game import Players
 from .io import save_torch, write_parquet
+from .players import PatchGrid, SampleContext, choose_player_ids
 
 SELECTION_FORMAT = 1
 """Version of the stored artefact; bumped when its fields change."""
-
-
-@dataclass(frozen=True)
-class SampleContext:
-    """What a player rule may look at for one sample."""
-
-    sample_id: int
-    dataset_index: int
-    """Index of the image in the downstream test set it was drawn from."""
-    label: int
-    image: Tensor
-    """(C, H, W) uint8, the stored image (the models see it normalised)."""
-    annotation: ImageAnnotation | None = None
-    """Bounding box and part keypoints in pixel coordinates of ``image``, where the dataset has them."""
-
-
-PlayerRule = Callable[..., Sequence[int]]
-"""``rule(grid, n, sample, rng, **options) -> n distinct patch ids``; ``rng`` is a seeded
-:class:`numpy.random.Generator` private to the sample."""
-
-PLAYER_RULES: dict[str, PlayerRule] = {}
-
-
-def register_player_rule(name: str) -> Callable[[PlayerRule], PlayerRule]:
-    """Make a player rule available to the config key ``selection.players.rule`` under ``name``."""
-
-    def decorate(rule: PlayerRule) -> PlayerRule:
-        PLAYER_RULES[name] = rule
-        return rule
-
-    return decorate
-
-
-def central_region(grid: PatchGrid, region: float) -> list[int]:
-    """Patch ids of the centred block that spans the fraction ``region`` of each grid side.
-
-    The margin is rounded down, so ``region`` is a lower bound on the block's share of a side.
-    """
-    if not 0 < region <= 1:
-        raise ValueError(
-            f"selection.players.region must lie in (0, 1] (the share of each grid side that "
-            f"counts as central), got {region}"
-        )
-    # The small epsilon keeps float noise in 1 - region from shrinking the margin by a patch.
-    top = int(grid.n_rows * (1 - region) / 2 + 1e-9)
-    left = int(grid.n_cols * (1 - region) / 2 + 1e-9)
-    rows = range(top, grid.n_rows - top)
-    cols = range(left, grid.n_cols - left)
-    return [r * grid.n_cols + c for r in rows for c in cols]
-
-
-@register_player_rule("central")
-def central_players(
-    grid: PatchGrid,
-    n: int,
-    sample: SampleContext,
-    rng: np.random.Generator,
-    region: float = 0.6,
-) -> list[int]:
-    """n distinct patches drawn uniformly from the central region (method.md §2, default rule).
-
-    Fashion-MNIST and CIFAR objects are centred, so central patches carry the object; drawing
-    (rather than taking the n most central) varies the players between samples.
-    """
-    candidates = central_region(grid, region)
-    if len(candidates) < n:
-        raise ValueError(
-            f"the central region holds {len(candidates)} patches of the {grid.n_rows}×"
-            f"{grid.n_cols} grid but {n} players are needed: raise selection.players.region, "
-            "lower selection.players.patch_size or lower selection.players.n"
-        )
-    chosen = rng.choice(len(candidates), size=n, replace=False)
-    return [candidates[i] for i in chosen]
-
-
-def sample_rng(seed: int, dataset_index: int) -> np.random.Generator:
-    """A generator that depends only on the experiment seed and the image, never on run order."""
-    return np.random.default_rng(np.random.SeedSequence([seed, dataset_index]))
-
-
-def rule_options(rule: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The entries of ``options`` that ``rule`` takes as keyword arguments.
-
-    All rules share the config's one ``selection.players.options`` mapping, and merged configs
-    carry other rules' defaults (e.g. central's ``region`` under a ``bbox`` run), so each rule
-    takes its own keys; a key that no registered rule takes is a typo and an error.
-    """
-    import inspect
-
-    def params(fn: PlayerRule) -> set[str]:
-        return set(list(inspect.signature(fn).parameters)[4:])  # after grid, n, sample, rng
-
-    options = dict(options or {})
-    known = set().union(*(params(fn) for fn in PLAYER_RULES.values()))
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(
-            f"selection.players.options has unknown keys {unknown}; the player rules take "
-            f"{sorted(known)}"
-        )
-    own = params(PLAYER_RULES[rule])
-    return {key: value for key, value in options.items() if key in own}
 
 
 def choose_players(
@@ -149,23 +46,9 @@ def choose_players(
     rule: str = "central",
     options: Mapping[str, Any] | None = None,
 ) -> Players:
-    """Players of every sample by the named rule; ids sorted so player order is canonical."""
-    if rule not in PLAYER_RULES:
-        raise ValueError(
-            f"unknown player rule selection.players.rule={rule!r}; known rules: "
-            f"{sorted(PLAYER_RULES)}"
-        )
-    if n < 1 or n > grid.n_patches:
-        raise ValueError(
-            f"selection.players.n={n} must lie in 1 … {grid.n_patches} (patches of the grid)"
-        )
-    kwargs = rule_options(rule, options)
-    rows = []
-    for sample in samples:
-        ids = PLAYER_RULES[rule](grid, n, sample, sample_rng(seed, sample.dataset_index), **kwargs)
-        rows.append(sorted(int(i) for i in ids))
-    patch_ids = torch.tensor(rows, dtype=torch.int64).reshape(len(rows), n)
-    return Players(grid=grid, patch_ids=patch_ids)
+    """Players of every sample by the named rule (:func:`pretrain_knowledge.players.choose_player_ids`)."""
+    rows = choose_player_ids(grid, n, samples, seed, rule, options)
+    return Players(grid=grid, patch_ids=torch.tensor(rows, dtype=torch.int64).reshape(len(rows), n))
 
 
 @torch.inference_mode()
@@ -384,7 +267,3 @@ def make_selection(
         rule=rule,
     )
 
-
-# Annotation-based rules (``bbox``, ``parts``) live in their own module and register themselves
-# on import; imported last because they build on the names above.
-from . import players as _players  # noqa: E402,F401

@@ -15,9 +15,12 @@ epoch: a dict of state_dicts plus a plain-dict ``config`` (torchvision-reference
 atomically and loadable with ``torch.load(weights_only=True)``. Metrics go to one Parquet table
 with the workflow's schema (see :data:`METRIC_COLUMNS`).
 
-Reproducibility: the model/head initialisation, the batch order and the augmentation each draw
-from their own generator seeded from ``seed``, so the same config gives bitwise-identical weights
-on the CPU (with the same thread count; it is part of the config).
+Reproducibility: initialisation (and dropout) draw from torch's global generator seeded with
+``seed`` inside a forked RNG state; batch order and augmentation share one generator seeded with
+``seed + 1``. The same config therefore gives bitwise-identical weights on the CPU with the same
+thread count, which the workflow fixes from the config (``threads``) and records in the
+checkpoint. A manifest of every checkpoint's size and SHA-256 is written at the end
+(:mod:`pretrain_knowledge.integrity`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import os
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +42,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pretrain_knowledge.data import ImageSet
-from pretrain_knowledge.io import save_torch, write_parquet
-from pretrain_knowledge.models import Classifier, build_model, model_from_config, replace_head
+from .data.images import ImageSet
+from .device import resolve_device
+from .integrity import IntegrityError, manifest_of, verify_file, write_manifest
+from .io import save_torch, write_parquet
+from .layout import MODES, SPLITS, checkpoint_name
+from .models import Classifier, build_model, model_from_config, replace_head
+from .spec import ModeSpec
+from .typed import fields_of, to_plain
 
-MODES = ("pretrain", "probe", "finetune", "scratch")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "constant")
-AUGMENTATIONS = ("none", "flip_crop", "crop")
+OPTIMIZERS: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["optimizer"][1])
+SCHEDULES: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["schedule"][1])
+AUGMENTATIONS: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["augment"][1])
 CHECKPOINT_FORMAT = "pretrain_knowledge.checkpoint/1"
 METRIC_COLUMNS = ("model", "epoch", "split", "loss", "accuracy", "seconds")
 """Columns of a metrics table: one row per (model, epoch, split).
@@ -61,31 +69,21 @@ class CheckpointError(FileNotFoundError):
     """A checkpoint is missing, unreadable or not one of ours."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run; stored verbatim in every checkpoint."""
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(ModeSpec):
+    """Everything that determines a training run: the mode's hyper-parameters (:class:`ModeSpec`,
+    where their defaults live) plus what the experiment adds; stored verbatim in every checkpoint."""
 
     mode: str
     arch: str = "small_cnn"
-    epochs: int = 5
-    lr: float = 0.05
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    augment: str = "none"
     seed: int = 0
     device: str = "auto"
-    amp: bool = False
     threads: int | None = None
-    eval_batch_size: int = 500
+    """CPU threads the run was made with (set by the stage; results on the CPU depend on it)."""
     weights: str | None = None
     """pretrain only: ImageNet weights, a file path or ``"imagenet"`` (torchvision API)."""
     init: str | None = None
     """probe/finetune: path of the pretrained checkpoint to start from."""
-    save_optimizer: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -113,8 +111,6 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -147,15 +143,7 @@ class TrainResult:
 
 def checkpoint_path(out_dir: str | os.PathLike[str], epoch: int) -> Path:
     """``<out_dir>/epoch-NNN.pt``: the file names every stage and rule relies on."""
-    return Path(out_dir) / f"epoch-{epoch:03d}.pt"
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    return torch.device(name)
+    return Path(out_dir) / checkpoint_name(epoch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,16 +151,26 @@ def resolve_device(name: str = "auto") -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
+def _rerun(path: Path) -> str:
+    manifest = manifest_of(path)
+    if manifest.is_file():
+        return f"rerun the training job that wrote it: rm {manifest} && snakemake (with your usual options)"
+    return "rerun the stage that writes it (pretrain/probe/finetune/scratch)"
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """A checkpoint, verified against its folder's manifest when it has one (integrity module)."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(
-            f"checkpoint {p} does not exist; run the stage that writes it (pretrain/probe/finetune/scratch)"
-        )
+        raise CheckpointError(f"checkpoint {p} does not exist; {_rerun(p)}")
+    try:
+        verify_file(p)
+    except IntegrityError as err:
+        raise CheckpointError(str(err)) from None
     try:
         d = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {p} is unreadable ({err}); delete it and rerun its stage") from err
+        raise CheckpointError(f"checkpoint {p} is unreadable ({err}); {_rerun(p)}") from err
     if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{p} is not a pretrain_knowledge checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
@@ -450,24 +448,47 @@ def train(
     metrics_path: str | os.PathLike[str] | None = None,
     *,
     data_info: dict[str, Any] | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
-    """Run one mode: checkpoints at epoch 0 and after each epoch, metrics after each epoch."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    """Run one mode: checkpoints at epoch 0 and after each epoch, metrics after each epoch.
+
+    Initialisation and dropout draw from torch's global generator, seeded with ``cfg.seed`` inside a
+    forked RNG state (the caller's generator is left as it was); batch order and augmentation draw
+    from one generator seeded with ``cfg.seed + 1``. With the same thread count (set by the caller,
+    recorded in ``cfg.threads``) the CPU gives bitwise-identical weights. ``manifest_path`` gets the
+    size and SHA-256 of every checkpoint once all are written (:mod:`pretrain_knowledge.integrity`).
+    """
+    device = resolve_device(cfg.device)
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(cfg.seed)
+        result = _train(cfg, train_data, test_data, Path(out_dir), metrics_path, device, data_info)
+    if manifest_path is not None:
+        write_manifest(result.checkpoints, manifest_path)
+    return result
+
+
+def _train(
+    cfg: TrainConfig,
+    train_data: ImageSet | None,
+    test_data: ImageSet | None,
+    out: Path,
+    metrics_path: str | os.PathLike[str] | None,
+    device: torch.device,
+    data_info: dict[str, Any] | None,
+) -> TrainResult:
     if (train_data is None) != (test_data is None):
         raise ValueError("give both train and test data, or neither (pretrain from ImageNet weights only)")
     if train_data is None and cfg.epochs:
         raise ValueError("without data, only epochs=0 is possible (ImageNet weights saved as epoch 0)")
     if train_data is not None and len(train_data) == 0:
         raise ValueError("the training split is empty")
-    device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
-    torch.manual_seed(cfg.seed)
     model, init_info = _initial_model(cfg, train_data)
     model.to(device)
     config = {
-        "train": cfg.to_dict(),
+        "train": to_plain(cfg),
         "model": model.config,
         "data": _data_config(train_data, data_info),
         "init": init_info,
@@ -482,7 +503,6 @@ def train(
         "cuda", enabled=cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     )
     shuffle = torch.Generator().manual_seed(cfg.seed + 1)
-    out = Path(out_dir)
     rows: list[EpochMetrics] = []
 
     def record(epoch: int, split: str, loss: float, acc: float, seconds: float) -> None:
@@ -549,3 +569,17 @@ def _log_epoch(cfg: TrainConfig, rows: list[EpochMetrics], epoch: int) -> None:
     tqdm.write(
         f"[{cfg.mode}] epoch {epoch}/{cfg.epochs}: " + ("; ".join(parts) or "no data"), file=sys.stderr
     )
+
+
+def combine_metrics(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:
+    """The per-mode metrics tables as one, one row per (model, epoch, split), models in pipeline order."""
+    frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    unknown = sorted(set(frame["model"].astype(str)) - set(MODES))
+    if unknown:
+        raise ValueError(f"metrics of unknown models {unknown}; expected {MODES}")
+    frame["model"] = pd.Categorical(frame["model"].astype(str), categories=list(MODES))
+    frame["split"] = pd.Categorical(frame["split"].astype(str), categories=list(SPLITS))
+    frame = frame.sort_values(["model", "epoch", "split"], kind="stable").reset_index(drop=True)
+    if frame.duplicated(["model", "epoch", "split"]).any():
+        raise ValueError("metrics have duplicate (model, epoch, split) rows")
+    return frame

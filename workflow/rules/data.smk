@@ -1,15 +1,13 @@
 rule prepare_data:
     """Decode, subset and normalise one task (upstream or downstream) into a prepared file."""
-    input:
-        LIB["data"],
     output:
-        "results/{experiment}/data/{task}.pt",
+        L.data_file("{experiment}", "{task}"),
     log:
-        "results/{experiment}/logs/prepare_data/{task}.log",
+        L.log("{experiment}", "prepare_data", "{task}"),
     conda:
         ENV
     params:
-        args=lambda wc: data_args(wc.experiment, wc.task),
+        settings=lambda wc: as_json(exp(wc).prepare_settings(wc.task)),
+        code=code("prepare"),
     shell:
-        "python -m pretrain_knowledge prepare-data {params.args} "
-        "--downstream-out {output:q} > {log:q} 2>&1"
+        "python -m pretrain_knowledge prepare-data --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"

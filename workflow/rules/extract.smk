@@ -1,25 +1,52 @@
-rule extract:
-    """AND-OR interactions of one checkpoint on one shard of the selected samples."""
+# Extraction in two steps: the games (every masked forward pass, on the GPU when there is one)
+# and their sparse AND-OR interactions (no model needed). A change to the sparsification reruns
+# only the second step.
+
+
+rule games:
+    """v(x_T) of every coalition of one shard of the selected samples under one checkpoint."""
     input:
-        LIB["extract"],
-        selection="results/{experiment}/selection/selection.pt",
-        checkpoints=lambda wc: checkpoint_dir(wc.experiment, source_mode(wc.model)),
+        selection=rules.select.output.selection,
+        manifest=lambda wc: L.checkpoint_manifest(
+            wc.experiment, L.source_mode(wc.model)
+        ),
     output:
-        "results/{experiment}/interactions/model={model}/epoch={epoch}/shard-{shard}.parquet",
+        L.games_shard("{experiment}", "{model}", "{epoch}", "{shard}"),
     log:
-        "results/{experiment}/logs/extract/{model}-{epoch}-{shard}.log",
+        L.log("{experiment}", "games", "{model}-{epoch}-{shard}"),
     benchmark:
-        "results/{experiment}/benchmarks/extract/{model}-{epoch}-{shard}.tsv"
+        L.benchmark("{experiment}", "games", "{model}-{epoch}-{shard}")
     conda:
         ENV
-    threads: 2
+    threads: lambda wc: exp(wc).threads.extraction
     params:
-        settings=lambda wc: as_json(exp(wc)["extraction"]),
-        checkpoint=lambda wc: checkpoint_file(
-            wc.experiment, source_mode(wc.model), wc.epoch
+        settings=lambda wc: as_json(exp(wc).games_settings()),
+        checkpoint=lambda wc: L.checkpoint_file(
+            wc.experiment, L.source_mode(wc.model), int(wc.epoch)
         ),
-        shards=lambda wc: exp(wc)["extraction"]["shards"],
+        code=code("games"),
     shell:
-        "python -m pretrain_knowledge extract --checkpoint {params.checkpoint:q} "
-        "--selection {input.selection:q} --shard {wildcards.shard} --shards {params.shards} "
-        "--settings {params.settings:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        "python -m pretrain_knowledge games --checkpoint {params.checkpoint:q} --selection {input.selection:q} "
+        "--model {wildcards.model} --epoch {wildcards.epoch} --shard {wildcards.shard} "
+        "--settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule sparsify:
+    """The sparse AND-OR interactions of one games shard (method.md §3)."""
+    input:
+        rules.games.output,
+    output:
+        L.interactions_shard("{experiment}", "{model}", "{epoch}", "{shard}"),
+    log:
+        L.log("{experiment}", "sparsify", "{model}-{epoch}-{shard}"),
+    benchmark:
+        L.benchmark("{experiment}", "sparsify", "{model}-{epoch}-{shard}")
+    conda:
+        ENV
+    threads: lambda wc: exp(wc).threads.extraction
+    params:
+        settings=lambda wc: as_json(exp(wc).sparsify_settings()),
+        code=code("sparsify"),
+    shell:
+        "python -m pretrain_knowledge sparsify {input:q} --settings {params.settings:q} --out {output:q} "
+        "> {log:q} 2>&1"

@@ -1,23 +1,19 @@
 rule knowledge:
     """Preserved, discarded and new knowledge, learnability and convergence (method.md §4)."""
     input:
-        LIB["knowledge"],
-        shards=interaction_shards,
+        interaction_shards,
     output:
-        **{
-            table: f"results/{{experiment}}/knowledge/{table}.parquet"
-            for table in KNOWLEDGE_TABLES
-        },
+        **{t: L.knowledge_table("{experiment}", t) for t in L.KNOWLEDGE_TABLES},
     log:
-        "results/{experiment}/logs/knowledge.log",
+        L.log("{experiment}", "knowledge"),
     conda:
         ENV
     params:
-        settings=lambda wc: as_json(exp(wc)["knowledge"]),
+        settings=lambda wc: as_json(exp(wc).knowledge_settings()),
         out=lambda wc, output: " ".join(
-            f"--out {table}={getattr(output, table)}" for table in KNOWLEDGE_TABLES
+            f"--out {t}={getattr(output, t)}" for t in L.KNOWLEDGE_TABLES
         ),
+        code=code("knowledge"),
     shell:
-        "python -m pretrain_knowledge knowledge {input.shards:q} "
-        "--experiment {wildcards.experiment} --settings {params.settings:q} {params.out} "
-        "> {log:q} 2>&1"
+        "python -m pretrain_knowledge knowledge {input:q} --experiment {wildcards.experiment} "
+        "--settings {params.settings:q} {params.out} > {log:q} 2>&1"

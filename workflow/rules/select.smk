@@ -1,28 +1,26 @@
 rule select:
     """k test images per class that every final model gets right, and their players."""
     input:
-        LIB["select"],
-        data="results/{experiment}/data/downstream.pt",
-        models=expand(
-            "results/{{experiment}}/checkpoints/{mode}",
-            mode=["probe", "finetune", "scratch"],
-        ),
+        data=L.data_file("{experiment}", "downstream"),
+        models=[
+            L.checkpoint_manifest("{experiment}", mode)
+            for mode in ("probe", "finetune", "scratch")
+        ],
     output:
-        selection="results/{experiment}/selection/selection.pt",
-        table="results/{experiment}/selection/samples.parquet",
+        selection=L.selection("{experiment}"),
+        table=L.samples("{experiment}"),
     log:
-        "results/{experiment}/logs/select.log",
+        L.log("{experiment}", "select"),
     conda:
         ENV
-    threads: 2
+    threads: lambda wc: exp(wc).threads.selection
     params:
-        settings=lambda wc: as_json(exp(wc)["selection"]),
-        seed=lambda wc: exp(wc)["seed"],
+        settings=lambda wc: as_json(exp(wc).select_settings()),
         models=lambda wc: " ".join(
-            f"--model {m} {checkpoint_file(wc.experiment, m, epochs(wc.experiment, m))}"
+            f"--model {m} {final_checkpoint(wc.experiment, m)}"
             for m in ("probe", "finetune", "scratch")
         ),
+        code=code("select"),
     shell:
-        "python -m pretrain_knowledge select --data {input.data:q} {params.models} "
-        "--seed {params.seed} --settings {params.settings:q} --threads {threads} "
+        "python -m pretrain_knowledge select --data {input.data:q} {params.models} --settings {params.settings:q} "
         "--out {output.selection:q} --table {output.table:q} > {log:q} 2>&1"

@@ -1,40 +1,54 @@
-"""Command-line stages. Each module in this package registers its own sub-commands.
+"""The command line the workflow's rules call: ``python -m pretrain_knowledge <stage> ...``.
 
-Rules in ``workflow/rules`` only call these stages; all logic lives in the library modules.
+Each stage lives in its own module here, which imports exactly the library code the stage runs;
+its import closure is the code whose digest the stage's rule records (``provenance``). Only the
+invoked stage's module is imported, so ``--help`` and the cheap stages stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Sequence
 
-# Modules that define ``register(subparsers) -> None``; each sub-command sets ``func`` via
-# ``parser.set_defaults(func=...)`` taking the parsed namespace and returning an exit code.
-_STAGE_MODULES = (
-    "pretrain_knowledge.cli.train",
-    "pretrain_knowledge.cli.analysis",
-    "pretrain_knowledge.cli.fixtures",
-)
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare-data": ("prepare", "select classes and images from a source and write prepared task files"),
+    "pretrain": ("train", "train the backbone on the upstream task (or store ImageNet weights)"),
+    "probe": ("train", "linear probe: frozen pretrained backbone + new linear head"),
+    "finetune": ("train", "fine-tune: pretrained backbone + new head, all layers trained"),
+    "scratch": ("train", "train the same architecture from random initialisation"),
+    "metrics": ("metrics", "combine per-mode training metrics into one table"),
+    "select": ("select", "choose the explained samples and their players"),
+    "games": ("games", "play the games of one checkpoint on one shard of samples"),
+    "sparsify": ("sparsify", "the sparse AND-OR interactions of one games shard"),
+    "knowledge": ("knowledge", "preserved/discarded/new knowledge, learnability and convergence tables"),
+    "figure": ("figure", "draw one of the figures of method.md §6 (PNG and PDF)"),
+    "make-fixtures": ("fixtures", "write tiny fake dataset trees and random ImageNet-shaped weights"),
+    "schema": ("schema", "print the config's JSON schema (generated from pretrain_knowledge.spec)"),
+    "check-config": ("check_config", "check config files (syntax with file and line, keys, values) without running"),
+}
+"""Stage name → (module in this package, one-line help)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _overview() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pretrain_knowledge",
         description="Stages of the pretrain-knowledge workflow (see README.md).",
     )
-    subparsers = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
-    for name in _STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        module.register(subparsers)
+    sub = parser.add_subparsers(dest="stage", metavar="<stage>")
+    for name, (_, text) in STAGES.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in STAGES:
+        _overview().parse_args(args or ["--help"])
+        return 2
+    module = importlib.import_module(f"{__name__}.{STAGES[args[0]][0]}")
+    parser = module.build_parser(args[0])
+    parser.prog = f"python -m pretrain_knowledge {args[0]}"
+    namespace = parser.parse_args(args[1:])
+    return int(module.run(namespace) or 0)

@@ -2,21 +2,22 @@
 
 Not part of the workflow's DAG; it lets a user (and the tests) run ``config/paper.yaml`` end to
 end without the real datasets or ImageNet weights, on the real file formats
-(:mod:`pretrain_knowledge.fixtures`).
+(:mod:`pretrain_knowledge.testing`).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from pretrain_knowledge.fixtures import FIXTURE_DATASETS, FakeTree, write_fixtures
+from ..catalog import ARCHITECTURES
 
-_ARCHS = ("resnet18", "resnet50", "vgg16", "vit_b_16")
+from ..testing import FIXTURE_DATASETS, FakeTree, write_fixtures
+
+_ARCHS = tuple(a for a, info in ARCHITECTURES.items() if info.imagenet)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     written = write_fixtures(
         args.out,
         tuple(args.datasets),
@@ -36,10 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "make-fixtures",
-        help="write tiny fake dataset trees (real layouts) and random stand-ins for ImageNet weights",
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
         description="Write <out>/cub200/CUB_200_2011/…, <out>/stanford_cars/stanford_cars/… "
         "(torchvision's StanfordCars layout) and <out>/cifar10/cifar-10-batches-py/… with a few "
         "seeded images per class, and optionally <out>/weights/<arch>.pth: randomly initialised "
@@ -56,4 +55,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of images, boxes, keypoints and weights")
     p.add_argument("--weights", nargs="*", choices=_ARCHS, default=[],
                    help="architectures to write random ImageNet-shaped weights for (vgg16 is ~530 MB)")
-    p.set_defaults(func=_run)
+    return p

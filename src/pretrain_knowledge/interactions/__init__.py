@@ -2,9 +2,17 @@
 
 Coalition convention: a coalition T is the integer with bit i set iff player i ∈ T (player 0 is
 the least significant bit); every ``(..., 2^n)`` tensor in this package is indexed that way.
+
+The solver (:mod:`.sparsity` and what it uses) is imported on first use of ``sparsify``, so code
+that only reads interactions (the games and knowledge stages) does not depend on it: a change to
+the solver reruns the sparsify stage, never a forward pass (see ``pretrain_knowledge.provenance``).
 """
 
-from .sparsify import sparsify
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .transforms import (
     and_transform,
     coalition_orders,
@@ -32,3 +40,9 @@ __all__ = [
     "sparsify",
     "zeta_transform",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "sparsify":
+        return importlib.import_module(f"{__name__}.sparsity").sparsify
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

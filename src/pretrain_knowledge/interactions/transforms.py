@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..game import coalition_orders  # noqa: F401  (part of this package's API)
+
 
 def n_players_of(values: Tensor) -> int:
     """Number of players n of a game tensor ``(..., 2^n)``; raises when the size is no power of 2."""
@@ -24,15 +26,6 @@ def n_players_of(values: Tensor) -> int:
             f"expected the last dimension to have 2^n entries (one per coalition), got {size}"
         )
     return n
-
-
-def coalition_orders(n: int, device: torch.device | str | None = None) -> Tensor:
-    """Order |T| (popcount) of every coalition index T = 0 … 2^n - 1, as int64."""
-    idx = torch.arange(1 << n, device=device)
-    orders = torch.zeros_like(idx)
-    for i in range(n):
-        orders += (idx >> i) & 1
-    return orders
 
 
 def _butterfly(values: Tensor, sign: int) -> Tensor:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import CIFAR10_CLASSES
+from .data.cifar import CIFAR10_CLASSES
 
 CUB_PARTS = (
     "back",

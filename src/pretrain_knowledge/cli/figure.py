@@ -1,0 +1,50 @@
+"""Stage ``figure``: one of the figures of method.md §6, as PNG and PDF."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from .. import plots
+from ..layout import EXPERIMENT_FIGURES, GLOBAL_FIGURES
+from ..selection import Selection
+from ..spec import FiguresSpec
+from .common import FORMATTER, add_settings, settings
+
+
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Draw a figure from the workflow's tables. Inputs by name: knowledge: decomposition=; "
+        "similarity: similarity=; training: metrics=; examples: selection= members=; learnability: "
+        "learnability= (repeat, one per experiment).",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("name", choices=EXPERIMENT_FIGURES + GLOBAL_FIGURES)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--title", default="", help="title line (e.g. the experiment)")
+    add_settings(p, "spec.FiguresSpec", required=False)
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    s = settings(FiguresSpec, args.settings or "{}")
+    pairs = [p.partition("=")[::2] for p in args.input]
+    inputs = dict(pairs)
+    if args.name == "knowledge":
+        fig = plots.knowledge_figure(pd.read_parquet(inputs["decomposition"]), args.title)
+    elif args.name == "similarity":
+        fig = plots.similarity_figure(pd.read_parquet(inputs["similarity"]), args.title)
+    elif args.name == "training":
+        fig = plots.training_figure(pd.read_parquet(inputs["metrics"]), args.title)
+    elif args.name == "examples":
+        fig = plots.examples_figure(
+            Selection.load(inputs["selection"]), pd.read_parquet(inputs["members"]), n_examples=s.examples, title=args.title
+        )
+    else:
+        paths = [path for name, path in pairs if name == "learnability"]
+        fig = plots.learnability_figure(plots.concat_tables(paths))
+    plots.save(fig, args.png, args.pdf, dpi=s.dpi)
+    return 0

@@ -1,0 +1,54 @@
+"""Stage ``select``: the explained samples and their players (method.md §2, §5)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data.images import load_task
+from ..selection import make_selection
+from ..spec import SelectSettings
+from ..training import load_classifier
+from .common import FORMATTER, add_settings, log, set_threads, settings
+
+
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Draw k test images per class that all final models classify correctly, and n "
+        "players per image; write the selection artefact and table.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--data", required=True, help="prepared downstream task file (prepare-data)")
+    p.add_argument(
+        "--model", nargs=2, action="append", metavar=("NAME", "CHECKPOINT"), required=True,
+        help="a final model that must classify the samples correctly (repeat per model)",
+    )
+    add_settings(p, "spec.SelectSettings")
+    p.add_argument("--out", required=True, help="selection artefact (.pt)")
+    p.add_argument("--table", required=True, help="selection table (.parquet)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    s = settings(SelectSettings, args.settings)
+    set_threads(s.threads)
+    test = load_task(args.data).test
+    models = {name: load_classifier(path) for name, path in args.model}
+    players = s.selection.players
+    selection = make_selection(
+        models,
+        test,
+        per_class=s.selection.per_class,
+        seed=s.seed,
+        n_players=players.n,
+        patch_size=players.patch_size,
+        rule=players.rule,
+        rule_options=players.options,
+        batch_size=s.selection.batch_size,
+    )
+    selection.write(args.out, args.table)
+    grid = selection.players.grid
+    log(
+        f"selected {selection.n_samples} samples ({s.selection.per_class} per class) with "
+        f"{players.n} players each on a {grid.n_rows}×{grid.n_cols} patch grid"
+    )
+    return 0
