@@ -40,7 +40,6 @@ from pretrain_knowledge import players as P
 from pretrain_knowledge.data import ImageAnnotation, PartLocation
 from pretrain_knowledge.game import PatchGrid
 from pretrain_knowledge.players import PLAYER_RULES, SampleContext, sample_rng
-from pretrain_knowledge.layout import MODELS
 from pretrain_knowledge.selection import choose_players
 from pretrain_knowledge.spec import load_experiments
 
@@ -430,15 +429,15 @@ def _expected_jobs(config: dict) -> Counter:
     (model, checkpoint, shard), one job per experiment for every other rule."""
     jobs: Counter = Counter()
     for e in load_experiments(config).values():
-        explained = sum(len(e.explained_epochs(model)) for model in MODELS)
+        explained = sum(len(e.explained_epochs(model)) for model in e.models)
         jobs["games"] += explained * e.extraction.shards
         jobs["sparsify"] += explained * e.extraction.shards
-        for rule in ("pretrain", "probe", "finetune", "scratch", "metrics", "select",
-                     "knowledge", "figure_knowledge", "figure_similarity", "figure_training", "figure_examples"):
+        for rule in (*e.modes, "metrics", "select", "knowledge",
+                     "figure_knowledge", "figure_similarity", "figure_training", "figure_examples"):
             jobs[rule] += 1
         jobs["prepare_data"] += 1 if e.weights else 2
-    jobs["figure_learnability"] = 1
-    jobs["all"] = 1
+    for rule in ("figure_learnability", "claims", "figure_claims", "all"):
+        jobs[rule] = 1
     return jobs
 
 
@@ -457,7 +456,8 @@ def test_dry_run_builds_the_full_paper_dag_quickly(tmp_path):
             counts[match.group(1)] = int(match.group(2))
     expected = _expected_jobs(_paper())
     assert counts == expected
-    assert expected["games"] == 3 * 19 + 6 * 23 * 4  # CIFAR: 1 + 2×9 checkpoints; CUB, Cars: (1 + 2×11) × 4 shards
+    # CIFAR: pretrain + 2 × 9 checkpoints + 2 controls; CUB, Cars: (1 + 2 × 11 + 2) × 4 shards.
+    assert expected["games"] == 3 * 21 + 6 * 25 * 4
     print(f"\npaper DAG: {sum(counts.values())} jobs in {seconds:.1f}s: {dict(sorted(counts.items()))}")
 
 

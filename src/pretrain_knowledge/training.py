@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,8 @@ OPTIMIZERS: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["optimizer"][1
 SCHEDULES: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["schedule"][1])
 AUGMENTATIONS: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["augment"][1])
 CHECKPOINT_FORMAT = "pretrain_knowledge.checkpoint/1"
+PREDICTION_COLUMNS = ("epoch", "index", "correct")
+"""Columns of a predictions table: epoch int64, index int64 (position in the test split), correct bool."""
 METRIC_COLUMNS = ("model", "epoch", "split", "loss", "accuracy", "seconds")
 """Columns of a metrics table: one row per (model, epoch, split).
 
@@ -139,6 +142,8 @@ class TrainResult:
     model: Classifier
     checkpoints: list[Path]
     metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    """One row per (epoch, test image): whether the model classified it correctly (:data:`PREDICTION_COLUMNS`)."""
 
 
 def checkpoint_path(out_dir: str | os.PathLike[str], epoch: int) -> Path:
@@ -267,10 +272,16 @@ def _autocast(device: torch.device, amp: bool) -> Any:
     return torch.autocast(device.type, enabled=False)
 
 
+FROZEN_BACKBONE: tuple[str, ...] = ("probe", "random_probe")
+"""Modes that train only a linear head on a frozen backbone (kept in eval mode)."""
+RANDOM_INIT: tuple[str, ...] = ("pretrain", "scratch", "scratch_b", "random_probe")
+"""Modes that start from random weights (pretrain: unless ImageNet weights are given)."""
+
+
 def set_train_mode(model: Classifier, mode: str) -> None:
-    """Train mode for what is trained; the probe's frozen backbone stays in eval mode."""
+    """Train mode for what is trained; a frozen backbone stays in eval mode."""
     model.train()
-    if mode == "probe":
+    if mode in FROZEN_BACKBONE:
         model.backbone.eval()
 
 
@@ -328,8 +339,12 @@ def evaluate(
     device: torch.device | None = None,
     amp: bool = False,
     desc: str = "eval",
+    correct_out: list[Tensor] | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``data``."""
+    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``data``.
+
+    ``correct_out`` receives, batch by batch, whether each image was classified correctly.
+    """
     device = device or next(model.parameters()).device
     model.eval()
     total_loss, correct = 0.0, 0
@@ -339,7 +354,10 @@ def evaluate(
         with _autocast(device, amp):
             logits = model(x)
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+        hits = logits.argmax(1) == y
+        correct += int(hits.sum())
+        if correct_out is not None:
+            correct_out.append(hits.cpu())
     return total_loss / max(len(data), 1), correct / max(len(data), 1)
 
 
@@ -379,7 +397,7 @@ def _resize_vit(model: Classifier, image_size: int) -> Classifier:
 
 def _initial_model(cfg: TrainConfig, train: ImageSet | None) -> tuple[Classifier, dict[str, Any]]:
     """Build the epoch-0 model of a mode; the global RNG must already be seeded."""
-    if cfg.mode in ("pretrain", "scratch"):
+    if cfg.mode in RANDOM_INIT:
         if train is None:
             if cfg.weights is None:
                 raise ValueError(f"{cfg.mode} needs training data (or, for pretrain, ImageNet weights)")
@@ -390,6 +408,8 @@ def _initial_model(cfg: TrainConfig, train: ImageSet | None) -> tuple[Classifier
         model = build_model(
             cfg.arch, train.num_classes, in_channels=train.channels, image_size=size[0], weights=cfg.weights
         )
+        if cfg.mode in FROZEN_BACKBONE:  # random_probe: a random backbone, frozen as the probe's
+            model.backbone.requires_grad_(False)
         return model, {}
     assert cfg.init is not None and train is not None
     ckpt = load_checkpoint(cfg.init)
@@ -403,7 +423,7 @@ def _initial_model(cfg: TrainConfig, train: ImageSet | None) -> tuple[Classifier
     if model.arch == "vit_b_16" and train.image_size != (model.image_size, model.image_size):
         model = _resize_vit(model, train.image_size[0])
     replace_head(model, train.num_classes)
-    if cfg.mode == "probe":
+    if cfg.mode in FROZEN_BACKBONE:
         model.backbone.requires_grad_(False)
     return model, {"path": str(cfg.init), "epoch": ckpt.epoch, "mode": ckpt.config["train"]["mode"]}
 
@@ -449,6 +469,7 @@ def train(
     *,
     data_info: dict[str, Any] | None = None,
     manifest_path: str | os.PathLike[str] | None = None,
+    predictions_path: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Run one mode: checkpoints at epoch 0 and after each epoch, metrics after each epoch.
 
@@ -463,6 +484,8 @@ def train(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)
         result = _train(cfg, train_data, test_data, Path(out_dir), metrics_path, device, data_info)
+    if predictions_path is not None:
+        write_parquet(result.predictions, predictions_path)
     if manifest_path is not None:
         write_manifest(result.checkpoints, manifest_path)
     return result
@@ -494,7 +517,9 @@ def _train(
         "init": init_info,
     }
     params = [
-        p for p in (model.head.parameters() if cfg.mode == "probe" else model.parameters()) if p.requires_grad
+        p
+        for p in (model.head.parameters() if cfg.mode in FROZEN_BACKBONE else model.parameters())
+        if p.requires_grad
     ]
     optimizer = _make_optimizer(params, cfg)
     steps = len(range(0, len(train_data), cfg.batch_size)) if train_data is not None else 0
@@ -504,12 +529,14 @@ def _train(
     )
     shuffle = torch.Generator().manual_seed(cfg.seed + 1)
     rows: list[EpochMetrics] = []
+    test_hits: dict[int, Tensor] = {}
 
     def record(epoch: int, split: str, loss: float, acc: float, seconds: float) -> None:
         rows.append(EpochMetrics(epoch, split, loss, acc, seconds))
 
     def evaluate_split(epoch: int, split: str, data: ImageSet) -> None:
         t0 = time.perf_counter()
+        hits: list[Tensor] = []
         loss, acc = evaluate(
             model,
             data,
@@ -517,8 +544,11 @@ def _train(
             device=device,
             amp=cfg.amp,
             desc=f"{cfg.mode} {split} {epoch}",
+            correct_out=hits if split == "test" else None,
         )
         record(epoch, split, loss, acc, time.perf_counter() - t0)
+        if hits:
+            test_hits[epoch] = torch.cat(hits)
 
     def evaluate_test(epoch: int) -> None:
         assert test_data is not None
@@ -557,7 +587,20 @@ def _train(
     frame = metrics_frame(rows, cfg.mode)
     if metrics_path is not None:
         write_parquet(frame, metrics_path)
-    return TrainResult(model=model.eval(), checkpoints=checkpoints, metrics=frame)
+    return TrainResult(model=model.eval(), checkpoints=checkpoints, metrics=frame, predictions=predictions_frame(test_hits))
+
+
+def predictions_frame(hits: dict[int, Tensor]) -> pd.DataFrame:
+    """Per-epoch, per-test-image correctness as a table (:data:`PREDICTION_COLUMNS`)."""
+    epochs = sorted(hits)
+    n = len(hits[epochs[0]]) if epochs else 0
+    return pd.DataFrame(
+        {
+            "epoch": np.repeat(np.asarray(epochs, dtype=np.int64), n),
+            "index": np.tile(np.arange(n, dtype=np.int64), len(epochs)),
+            "correct": np.concatenate([hits[e].numpy() for e in epochs]) if epochs else np.zeros(0, dtype=bool),
+        }
+    )[list(PREDICTION_COLUMNS)]
 
 
 def _log_epoch(cfg: TrainConfig, rows: list[EpochMetrics], epoch: int) -> None:

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         rule=players.rule,
         rule_options=players.options,
         batch_size=s.selection.batch_size,
+        correct_under=s.selection.correct_under,
     )
     selection.write(args.out, args.table)
     grid = selection.players.grid
