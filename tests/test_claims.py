@@ -134,3 +134,24 @@ def test_accuracy_measures_and_epochs_to_reach() -> None:
     )
     assert claims.epochs_to_reach(metrics, "scratch", 0.7) == 1.0
     assert math.isnan(claims.epochs_to_reach(metrics, "scratch", 0.95))
+
+
+def test_a_scratch_baseline_near_chance_is_flagged_not_judged() -> None:
+    assert claims.near_chance(0.012, 100) == "not evaluable: scratch near chance (0.012, chance 0.010)"
+    assert claims.near_chance(0.5, 10) is None and claims.near_chance(0.0, 0) is None
+    rng = np.random.default_rng(5)
+    measures = {"x": _measures(rng, {"C2": -0.2})}
+    flagged = claims.claims_table(measures, {"x": "g"}, flags={"x": "not evaluable: scratch near chance"})
+    c2 = flagged[flagged["claim"] == "C2"]
+    assert set(c2["verdict"]) == {"not evaluable: scratch near chance"} and c2["diff"].notna().any()
+    c1 = flagged[(flagged["claim"] == "C1") & (flagged["control"] == "chance")]
+    assert "not evaluable" not in set(c1["verdict"])
+
+
+def test_accuracy_summary_reads_the_last_test_epoch() -> None:
+    rows = [(m, e, s, a) for m, acc in {"probe": [0.2, 0.6], "finetune": [0.2, 0.9], "scratch": [0.1, 0.7]}.items()
+            for e, a in enumerate(acc) for s in ("train", "test")]  # fmt: skip
+    metrics = pd.DataFrame(rows, columns=["model", "epoch", "split", "accuracy"])
+    summary = claims.accuracy_summary(metrics, 4)
+    assert summary["chance"] == 0.25 and summary["final_finetune"] == 0.9 and summary["final_scratch"] == 0.7
+    assert summary["reach_finetune"] == 1.0 and summary["reach_scratch"] == 1.0

@@ -120,17 +120,21 @@ class ArchitectureInfo:
     size_multiple: int
     """The input side must be a multiple of this (16 for ViT patches)."""
     imagenet: str | None
-    """torchvision weights enum member used for ``weights: imagenet``; None: no ImageNet weights."""
+    """torchvision weights enum member used for ``weights: imagenet``; None: no download."""
+    weights_file: bool = True
+    """Whether ImageNet weights load from a local state-dict file (``weights: <path>``)."""
 
 
 ARCHITECTURES: dict[str, ArchitectureInfo] = {
     a.name: a
     for a in (
-        ArchitectureInfo("small_cnn", "4 conv stages + global average pooling (128-d)", 28, 8, 1, None),
+        ArchitectureInfo("small_cnn", "4 conv stages + global average pooling (128-d)", 28, 8, 1, None, False),
         ArchitectureInfo("resnet18", "torchvision ResNet-18; 512-d pooled features", 224, 32, 1, "IMAGENET1K_V1"),
-        ArchitectureInfo("resnet50", "torchvision ResNet-50; 2048-d pooled features", 224, 32, 1, "IMAGENET1K_V2"),
+        ArchitectureInfo("resnet50", "torchvision ResNet-50; 2048-d pooled features", 224, 32, 1, "IMAGENET1K_V1"),
         ArchitectureInfo("vgg16", "torchvision VGG-16; 4096-d second FC layer", 224, 32, 1, "IMAGENET1K_V1"),
         ArchitectureInfo("vit_b_16", "torchvision ViT-B/16; 768-d class token", 224, 16, 16, "IMAGENET1K_V1"),
+        # torchvision has no ViT-S; its weights come from a file, in timm's layout or torchvision's.
+        ArchitectureInfo("vit_s_16", "ViT-S/16 (12 layers, 6 heads, 384-d); 384-d class token", 224, 16, 16, None),
     )
 }
 """Every architecture, by the name a config uses (``architectures.<name>.model``)."""

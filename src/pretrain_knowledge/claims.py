@@ -30,6 +30,11 @@ from .layout import SIMILARITIES
 
 PAPER_LEARNABILITY = (0.13, 0.45)
 """The range of the preserved-learnability ratio the paper reports (method.md §4)."""
+NEAR_CHANCE = 2.0
+"""A scratch baseline whose final test accuracy is below this many times chance (1 / classes)
+has learned too little for "hard to learn from scratch" to mean anything: its rows are flagged."""
+SCRATCH_CONTROLLED = ("scratch shares K_pretrain",)
+"""C1 controls that read the scratch baseline (every C2 row does)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,6 +150,16 @@ def _paper_range(low: float, high: float) -> str:
     return "inconclusive"
 
 
+def near_chance(accuracy: float, classes: int) -> str | None:
+    """Why a scratch baseline is not evaluable, or None (see :data:`NEAR_CHANCE`; 0 classes: unknown)."""
+    if classes < 1:
+        return None
+    chance = 1.0 / classes
+    if accuracy < NEAR_CHANCE * chance:
+        return f"not evaluable: scratch near chance ({accuracy:.3f}, chance {chance:.3f})"
+    return None
+
+
 def _rows(claim: Claim, scope: str, measures: Mapping[str, pd.DataFrame], experiments: Sequence[str], seed: int) -> list[dict]:
     real = _groups(measures, claim.quantity, experiments)
     if real is None:
@@ -197,15 +212,26 @@ def scopes(experiments: Mapping[str, str]) -> dict[str, list[str]]:
     return out
 
 
-def claims_table(measures: Mapping[str, pd.DataFrame], groups: Mapping[str, str], seed: int = 0) -> pd.DataFrame:
+def claims_table(
+    measures: Mapping[str, pd.DataFrame],
+    groups: Mapping[str, str],
+    seed: int = 0,
+    flags: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """The claims table: every claim × control × scope (module doc); Holm within each scope.
 
     ``measures``: experiment → its long measures table (sample and accuracy measures together).
     ``groups``: experiment → its dataset × architecture, which decides the pooled scopes.
+    ``flags``: experiment → why its scratch baseline is not evaluable (:func:`near_chance`); the
+    rows that read that baseline keep their numbers but carry the reason as their verdict.
     """
     rows = []
     for scope, names in scopes(groups).items():
         scope_rows = [row for claim in CLAIMS for row in _rows(claim, scope, measures, names, seed)]
+        reasons = sorted({(flags or {})[n] for n in names if n in (flags or {})})
+        for row in scope_rows:
+            if reasons and (row["claim"] == "C2" or row["control"] in SCRATCH_CONTROLLED):
+                row["verdict"] = "; ".join(reasons)
         adjusted = stats.holm([row["p_value"] for row in scope_rows])
         for row, p in zip(scope_rows, adjusted, strict=True):
             row["p_holm"] = p
@@ -224,6 +250,20 @@ def _p(x: float) -> str:
     if isinstance(x, float) and math.isnan(x):
         return "–"
     return f"{x:.1e}" if x < 1e-3 else f"{x:.3f}"
+
+
+def accuracy_summary(metrics: pd.DataFrame, classes: int) -> dict[str, float]:
+    """Final test accuracy of every downstream model, chance, and the epochs fine-tuning and scratch
+    need to reach scratch's final accuracy (C0), for one experiment's metrics table."""
+    test = metrics[(metrics["split"].astype(str) == "test") & (metrics["model"].astype(str) != "pretrain")]
+    last = test.sort_values("epoch").groupby(test["model"].astype(str), observed=True)["accuracy"].last()
+    target = float(last["scratch"])
+    return {
+        "chance": 1.0 / classes if classes else float("nan"),
+        **{f"final_{model}": float(acc) for model, acc in last.items()},
+        "reach_finetune": epochs_to_reach(metrics, "finetune", target),
+        "reach_scratch": epochs_to_reach(metrics, "scratch", target),
+    }
 
 
 def claims_markdown(table: pd.DataFrame, reach: pd.DataFrame | None = None, verdicts: pd.DataFrame | None = None) -> str:
@@ -270,8 +310,17 @@ def claims_markdown(table: pd.DataFrame, reach: pd.DataFrame | None = None, verd
             lines.append(f"| {row.claim} | {row.measure} | {row.control} | " + " | ".join(cells) + " |")
         lines.append("")
     if reach is not None and len(reach):
-        lines += ["## C0: epochs to reach scratch's final test accuracy", "", "| experiment | target | finetune | scratch |", "|---|---|---|---|"]
-        for row in reach.itertuples(index=False):
-            lines.append(f"| {row.experiment} | {row.target:.3f} | {_fmt(row.finetune, 0)} | {_fmt(row.scratch, 0)} |")
+        models = [c.removeprefix("final_") for c in reach.columns if c.startswith("final_")]
+        lines += [
+            "## Final test accuracy, and epochs to reach scratch's final accuracy (C0)", "",
+            "| experiment | chance | " + " | ".join(models) + " | epochs: finetune | epochs: scratch |",
+            "|---|---|" + "---|" * len(models) + "---|---|",
+        ]  # fmt: skip
+        for row in reach.to_dict("records"):
+            finals = " | ".join(_fmt(row[f"final_{m}"]) for m in models)
+            lines.append(
+                f"| {row['experiment']} | {_fmt(row['chance'])} | {finals} | {_fmt(row['reach_finetune'], 0)} | "
+                f"{_fmt(row['reach_scratch'], 0)} |"
+            )
         lines.append("")
     return "\n".join(lines)

@@ -26,14 +26,18 @@ from pathlib import Path
 
 RESULTS = "results"
 
-MODES: tuple[str, ...] = ("pretrain", "probe", "finetune", "scratch", "scratch_b", "random_probe")
+MODES: tuple[str, ...] = (
+    "pretrain", "probe", "finetune", "scratch", "scratch_b", "random_probe", "scratch_converged",
+)  # fmt: skip
 """Training modes, in pipeline order (method.md §1, §7); each is one training job per experiment."""
-MODELS: tuple[str, ...] = ("pretrain", "finetune", "scratch", "scratch_b", "random_probe")
+MODELS: tuple[str, ...] = ("pretrain", "finetune", "scratch", "scratch_b", "random_probe", "scratch_converged")
 """Explained models, in table order. ``pretrain`` is the backbone read through its linear probe."""
 CONTROLS: tuple[str, ...] = ("scratch_b", "random_probe")
 """Control models (method.md §7): a second scratch run with another seed, and a linear probe on a
 randomly initialised, frozen backbone (pre-training with no knowledge)."""
 RECIPE: dict[str, str] = {"scratch_b": "scratch", "random_probe": "probe"}
+SCRATCH_BASELINE = "scratch_converged"
+"""When trained, the scratch model that claims C1 and C2 compare against (a converged one)."""
 """A control is trained with the hyper-parameters of the model it controls."""
 CONVERGENCE_MODELS: tuple[str, ...] = ("finetune", "scratch")
 """Models explained at every configured checkpoint (the convergence analysis); others at their last."""

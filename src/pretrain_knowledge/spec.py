@@ -134,6 +134,9 @@ class ModeSpec:
     momentum: float = setting(0.9, "SGD momentum.", minimum=0)
     weight_decay: float = setting(5e-4, "L2 weight decay.", minimum=0)
     schedule: Literal["cosine", "constant"] = setting("cosine", "Per-step learning-rate schedule.")
+    warmup_epochs: float = setting(
+        0.0, "Linear learning-rate warm-up from 0 over this many epochs, before the schedule.", minimum=0
+    )
     label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy loss.", minimum=0, maximum=1)
     augment: Literal["none", "flip_crop", "crop"] = setting("none", "Augmentation of training images.")
     amp: bool = setting(False, "Mixed precision on CUDA (ignored on the CPU).")
@@ -149,9 +152,22 @@ class TrainingSpec:
     probe: ModeSpec = setting(ModeSpec(), "Linear probe on the frozen pre-trained backbone.")
     finetune: ModeSpec = setting(ModeSpec(), "Fine-tuning of every layer from the pre-trained backbone.")
     scratch: ModeSpec = setting(ModeSpec(), "The same architecture trained from random initialisation.")
+    scratch_converged: dict[str, Any] | None = setting(
+        None,
+        "A scratch baseline trained to convergence, as scratch's settings with these keys changed (e.g. "
+        "{epochs: 150}). Claims C1 and C2 then compare against it, while scratch keeps fine-tuning's "
+        "epochs for the convergence analysis. null: scratch itself is the baseline.",
+    )
     device: str = setting("auto", "torch device for training; auto picks CUDA when present.")
+    keep: Literal["all", "explained"] = setting(
+        "all",
+        "Checkpoints kept after training: all of them, or only the explained ones and those later stages "
+        "read (the others are deleted once the last epoch is written; a paper-size grid keeps ~0.4 TB otherwise).",
+    )
 
     def mode(self, name: str) -> ModeSpec:
+        if name == "scratch_converged":
+            return build(ModeSpec, merge(to_plain(self.scratch), self.scratch_converged or {}), "training.scratch_converged")
         return getattr(self, name)
 
 
@@ -375,8 +391,11 @@ class Experiment:
 
     @property
     def modes(self) -> tuple[str, ...]:
-        """The training modes of this experiment: the four of method.md §1 and the enabled controls."""
-        return tuple(m for m in layout.MODES if m not in layout.CONTROLS or getattr(self.controls, m))
+        """The training modes of this experiment: the four of method.md §1, the enabled controls and,
+        when configured, the converged scratch baseline."""
+        enabled = {"scratch_converged": self.training.scratch_converged is not None}
+        enabled.update({c: getattr(self.controls, c) for c in layout.CONTROLS})
+        return tuple(m for m in layout.MODES if enabled.get(m, True))
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -433,7 +452,14 @@ class Experiment:
             "device": self.training.device,
             "threads": self.threads.training,
             "weights": self.weights if mode == "pretrain" else None,
+            "keep": None if self.training.keep == "all" else self.kept_epochs(mode),
         }
+
+    def kept_epochs(self, mode: str) -> list[int]:
+        """The checkpoints of a mode that later stages read: its explained ones and its last."""
+        models = [m for m in self.models if layout.source_mode(m) == mode]
+        epochs = {e for m in models for e in self.explained_epochs(m)} | {self.epochs(mode)}
+        return sorted(epochs)
 
     def select_settings(self) -> dict[str, Any]:
         return to_plain(SelectSettings(selection=self.selection, seed=self.seed, threads=self.threads.selection))
@@ -744,8 +770,14 @@ def check_experiment(e: Experiment) -> None:
     if problem:
         raise ConfigError(f"config: {dpath}.image_size: {problem} (experiment {e.name}, {apath}.model)")
     if arch.weights is not None:
-        if catalog.ARCHITECTURES[arch.model].imagenet is None:
+        info = catalog.ARCHITECTURES[arch.model]
+        if not info.weights_file:
             raise ConfigError(f"config: {apath}.weights: {arch.model} has no ImageNet weights; set weights: null")
+        if arch.weights == "imagenet" and info.imagenet is None:
+            raise ConfigError(
+                f"config: {apath}.weights: torchvision has no {arch.model} weights to download; give the path of "
+                f"a state-dict file instead (README, 'Data and weights')"
+            )
         if channels != 3:
             raise ConfigError(
                 f"config: {dpath}.channels: ImageNet weights ({apath}.weights) need 3-channel images; set channels: 3"
@@ -762,6 +794,9 @@ def check_experiment(e: Experiment) -> None:
                     f"config: extraction.checkpoints: {epoch} is outside {model}'s checkpoints 0 … {last} "
                     f"(training.{model}.epochs={last}, experiment {e.name})"
                 )
+    if e.training.scratch_converged is not None:
+        check_partial(ModeSpec, e.training.scratch_converged, "training.scratch_converged")
+        e.training.mode("scratch_converged")
     absent = [m for m in e.selection.correct_under if m not in e.modes]
     if absent:
         raise ConfigError(

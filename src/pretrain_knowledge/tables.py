@@ -33,7 +33,7 @@ from .knowledge import (
     similarity,
     similarity_frame,
 )
-from .layout import CONVERGENCE_MODELS, KNOWLEDGE_TABLES, MODELS, SIMILARITIES
+from .layout import CONVERGENCE_MODELS, KNOWLEDGE_TABLES, MODELS, SCRATCH_BASELINE, SIMILARITIES
 from .results import batch_of
 from .spec import KnowledgeSpec
 
@@ -142,7 +142,9 @@ def sample_measures(
     models' interactions (for the noise floor). ``curves``: model (finetune, scratch) → similarity
     measure → epoch → similarity to the final checkpoint. Columns: sample_id, quantity, value.
     """
-    pre, fin, scr = final["pretrain"], final["finetune"], final["scratch"]
+    pre, fin = final["pretrain"], final["finetune"]
+    # C1 and C2 compare with a converged scratch model when one is trained (layout.SCRATCH_BASELINE).
+    scr = final.get(SCRATCH_BASELINE, final["scratch"])
     parts: dict[str, Tensor] = {}
     decomposition = decompose(pre, fin, match_sign)
     for kind, value in _preservation(pre, fin, match_sign).items():

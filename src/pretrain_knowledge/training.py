@@ -87,6 +87,8 @@ class TrainConfig(ModeSpec):
     """pretrain only: ImageNet weights, a file path or ``"imagenet"`` (torchvision API)."""
     init: str | None = None
     """probe/finetune: path of the pretrained checkpoint to start from."""
+    keep: tuple[int, ...] | None = None
+    """Epochs whose checkpoints are kept once training ends (None: all); the others are deleted."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -274,7 +276,7 @@ def _autocast(device: torch.device, amp: bool) -> Any:
 
 FROZEN_BACKBONE: tuple[str, ...] = ("probe", "random_probe")
 """Modes that train only a linear head on a frozen backbone (kept in eval mode)."""
-RANDOM_INIT: tuple[str, ...] = ("pretrain", "scratch", "scratch_b", "random_probe")
+RANDOM_INIT: tuple[str, ...] = ("pretrain", "scratch", "scratch_b", "random_probe", "scratch_converged")
 """Modes that start from random weights (pretrain: unless ImageNet weights are given)."""
 
 
@@ -369,19 +371,30 @@ def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning rate at ``step`` as a share of the peak: a linear warm-up over ``warmup`` steps,
+    then constant or a cosine decay to 0 over the remaining steps (ViTs from scratch need the
+    warm-up to train at all)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
 def _make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if cfg.schedule == "constant":
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "constant" and warmup == 0:
         return None
     total = max(1, cfg.epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    )
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup, cfg.schedule))
 
 
 def _resize_vit(model: Classifier, image_size: int) -> Classifier:
-    """ViT-B/16 for another input side: position embeddings interpolated, every other weight kept.
+    """A ViT for another input side: position embeddings interpolated, every other weight kept.
 
     ImageNet weights are stored at 224 px by the pretrain stage, which does not see the data; a
     downstream run at another resolution adapts them here, as ViT fine-tuning at 384 px does.
@@ -420,7 +433,7 @@ def _initial_model(cfg: TrainConfig, train: ImageSet | None) -> tuple[Classifier
             f"{cfg.init} expects {model.in_channels}-channel images but the data has {train.channels}; "
             f"prepare the data with --channels {model.in_channels}"
         )
-    if model.arch == "vit_b_16" and train.image_size != (model.image_size, model.image_size):
+    if model.arch.startswith("vit") and train.image_size != (model.image_size, model.image_size):
         model = _resize_vit(model, train.image_size[0])
     replace_head(model, train.num_classes)
     if cfg.mode in FROZEN_BACKBONE:
@@ -486,9 +499,22 @@ def train(
         result = _train(cfg, train_data, test_data, Path(out_dir), metrics_path, device, data_info)
     if predictions_path is not None:
         write_parquet(result.predictions, predictions_path)
+    if cfg.keep is not None:
+        result = dataclasses.replace(result, checkpoints=_prune(result.checkpoints, cfg.keep))
     if manifest_path is not None:
         write_manifest(result.checkpoints, manifest_path)
     return result
+
+
+def _prune(checkpoints: list[Path], keep: tuple[int, ...]) -> list[Path]:
+    """Delete the checkpoints of epochs not in ``keep`` (every epoch of a paper-size grid is ~0.4 TB)."""
+    kept = []
+    for epoch, path in enumerate(checkpoints):
+        if epoch in keep or epoch == len(checkpoints) - 1:
+            kept.append(path)
+        else:
+            path.unlink()
+    return kept
 
 
 def _train(

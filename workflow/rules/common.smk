@@ -190,6 +190,7 @@ def claims_inputs():
     return {
         name: {
             "group": f"{e.dataset_name}-{e.architecture_name}",
+            "classes": spec.downstream_classes(e.dataset),
             "measures": L.knowledge_table(name, "measures"),
             "metrics": L.metrics(name),
             "predictions": {m: L.predictions(name, m) for m in ("finetune", "scratch")},

@@ -20,6 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "scratch": ("train", "train the same architecture from random initialisation"),
     "scratch_b": ("train", "control: scratch with another seed"),
     "random_probe": ("train", "control: linear probe on a random, frozen backbone"),
+    "scratch_converged": ("train", "scratch trained to convergence: the baseline of claims C1 and C2"),
     "metrics": ("metrics", "combine per-mode training metrics into one table"),
     "select": ("select", "choose the explained samples and their players"),
     "games": ("games", "play the games of one checkpoint on one shard of samples"),

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from ..claims import accuracy_measures, claims_markdown, claims_table, epochs_to_reach
+from ..claims import accuracy_measures, accuracy_summary, claims_markdown, claims_table, near_chance
 from ..io import atomic_path, write_parquet
 from ..sensitivity import robustness
 from .common import FORMATTER, log
@@ -21,7 +21,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--inputs", required=True,
-        help='JSON: {experiment: {"group": "<dataset>-<architecture>", "measures": path, "metrics": path, '
+        help='JSON: {experiment: {"group": "<dataset>-<architecture>", "classes": K, "measures": path, "metrics": path, '
         '"predictions": {"finetune": path, "scratch": path}, "variants": {"<factor>=<value>": measures path}}}',
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
@@ -32,24 +32,20 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     inputs = json.loads(args.inputs)
-    measures, accuracy, reach = {}, {}, []
+    measures, accuracy, reach, flags = {}, {}, [], {}
     for name, paths in inputs.items():
         predictions = {model: pd.read_parquet(path) for model, path in paths["predictions"].items()}
         accuracy[name] = accuracy_measures(predictions)
         measures[name] = pd.concat([pd.read_parquet(paths["measures"]), accuracy[name]], ignore_index=True)
-        metrics = pd.read_parquet(paths["metrics"])
-        scratch = metrics[(metrics["model"].astype(str) == "scratch") & (metrics["split"].astype(str) == "test")]
-        target = float(scratch.sort_values("epoch")["accuracy"].iloc[-1])
-        reach.append(
-            {
-                "experiment": name,
-                "target": target,
-                "finetune": epochs_to_reach(metrics, "finetune", target),
-                "scratch": epochs_to_reach(metrics, "scratch", target),
-            }
-        )
+        summary = accuracy_summary(pd.read_parquet(paths["metrics"]), int(paths["classes"] or 0))
+        reach.append({"experiment": name, **summary})
+        baseline = summary.get("final_scratch_converged", summary["final_scratch"])
+        reason = near_chance(baseline, int(paths["classes"] or 0))
+        if reason:
+            flags[name] = reason
+            log(f"{name}: {reason}")
     groups = {name: paths["group"] for name, paths in inputs.items()}
-    table = claims_table(measures, groups, seed=args.seed)
+    table = claims_table(measures, groups, seed=args.seed, flags=flags)
     names = sorted({v for paths in inputs.values() for v in paths.get("variants", {})})
     variants = {}
     for variant in names:
@@ -57,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             name: pd.concat([pd.read_parquet(paths["variants"][variant]), accuracy[name]], ignore_index=True)
             for name, paths in inputs.items()
         }
-        variants[variant] = claims_table(swapped, groups, seed=args.seed)
+        variants[variant] = claims_table(swapped, groups, seed=args.seed, flags=flags)
     table, verdicts = robustness(table, variants)
     write_parquet(table, args.table)
     with atomic_path(args.report) as tmp:

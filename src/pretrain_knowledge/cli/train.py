@@ -34,8 +34,10 @@ DESCRIPTIONS = {
     "scratch_b": "The scratch control: the same recipe as scratch with another seed (method.md §7).",
     "random_probe": "The probe control: a linear head on a randomly initialised, frozen backbone of the same "
     "architecture, trained like the probe (method.md §7).",
+    "scratch_converged": "Scratch trained to convergence (training.scratch_converged): the model claims C1 "
+    "and C2 compare against.",
 }
-_NOT_FLAGS = ("mode", "init")
+_NOT_FLAGS = ("mode", "init", "keep")
 
 
 def _flag_type(annotation: object) -> typing.Any:
