@@ -4,7 +4,7 @@ Coalition convention: a coalition T is the integer with bit i set iff player i â
 the least significant bit); every ``(..., 2^n)`` tensor in this package is indexed that way.
 """
 
-from .sparsify import sparsify
+from .sparsify import FORMS, METHODS, SPARSIFY_OPTIONS, max_players, sparsify
 from .transforms import (
     and_transform,
     coalition_orders,
@@ -19,12 +19,16 @@ from .transforms import (
 from .values import Interactions, SparsifyDiagnostics
 
 __all__ = [
+    "FORMS",
+    "METHODS",
+    "SPARSIFY_OPTIONS",
     "Interactions",
     "SparsifyDiagnostics",
     "and_transform",
     "coalition_orders",
     "inverse_and_transform",
     "inverse_or_transform",
+    "max_players",
     "moebius_transform",
     "n_players_of",
     "or_transform",
