@@ -72,23 +72,100 @@ def mlp_games(batch: int, n: int, seed: int) -> torch.Tensor:
     return torch.stack(games)
 
 
-def highs_optimum(v: np.ndarray, qthres: float) -> float:
+def highs_optimum(v: np.ndarray, qthres: float, form: str = "and-or") -> float:
     """Global optimum of Σ|I_and| + Σ|I_or| s.t. |q| ≤ qthres·|v(N) − v(∅)|, by scipy's HiGHS.
 
     Built independently from the atoms' definitions: the game v + q must equal
-    Σ_S a_S [S ⊆ T] + Σ_{S≠∅} o_S [S ∩ T ≠ ∅] (+ the constant, carried by a_∅).
+    Σ_S a_S [S ⊆ T] + Σ_{S≠∅} o_S [S ∩ T ≠ ∅] (the constant is carried by a_∅); ``form="and"``
+    drops the OR atoms. Sparse formulation: the OR atoms are W = J − K with J all ones and
+    K[T, S] = [S ∩ T = ∅], so W o = t·1 − K o with one extra variable t = Σ o; Z and K have 3^n
+    nonzeros each.
     """
+    return float(highs_solution(v, qthres, form)[0])
+
+
+def highs_solution(v: np.ndarray, qthres: float, form: str = "and-or") -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """HiGHS optimum and one optimal (a, o, q) of the sparse formulation (a vertex, not canonical)."""
     size = v.shape[0]
-    rows, cols = np.arange(size)[:, None], np.arange(size)[None, :]
-    and_atoms = sp.csc_matrix(((rows & cols) == cols).astype(float))
-    or_atoms = sp.csc_matrix(((rows & cols) != 0).astype(float))
+    full = size - 1
+    rows, cols = [], []
+    for t in range(size):
+        s = t
+        while True:  # every subset s of t
+            rows.append(t)
+            cols.append(s)
+            if s == 0:
+                break
+            s = (s - 1) & t
+    rows_, cols_ = np.array(rows), np.array(cols)
+    ones = np.ones(len(rows_))
+    subset_of = sp.csc_matrix((ones, (rows_, cols_)), shape=(size, size))  # [S ⊆ T]
+    disjoint = sp.csc_matrix((ones, (full ^ rows_, cols_)), shape=(size, size))  # [S ⊆ N∖T]
     bound = qthres * abs(v[-1] - v[0])
-    matrix = sp.hstack([and_atoms, -and_atoms, or_atoms, -or_atoms, -sp.eye(size)]).tocsc()
-    cost = np.r_[np.ones(4 * size), np.zeros(size)]
-    bounds = [(0, None)] * (4 * size) + [(-bound, bound)] * size
-    result = linprog(cost, A_eq=matrix, b_eq=v, bounds=bounds, method="highs")
+    if form == "and":
+        matrix = sp.hstack([subset_of, -subset_of, -sp.eye(size)]).tocsc()
+        cost = np.r_[np.ones(2 * size), np.zeros(size)]
+        bounds = [(0, None)] * (2 * size) + [(-bound, bound)] * size
+        result = linprog(cost, A_eq=matrix, b_eq=v, bounds=bounds, method="highs")
+        assert result.status == 0, result.message
+        a = result.x[:size] - result.x[size : 2 * size]
+        return result.fun, a, np.zeros(size), result.x[2 * size :]
+    column = sp.csc_matrix(np.ones((size, 1)))
+    top = sp.hstack([subset_of, -subset_of, -disjoint, disjoint, -sp.eye(size), column])
+    total = np.r_[np.zeros(2 * size), np.ones(size), -np.ones(size), np.zeros(size), -1.0]
+    matrix = sp.vstack([top, sp.csr_matrix(total[None, :])]).tocsc()
+    cost = np.r_[np.ones(4 * size), np.zeros(size + 1)]
+    bounds = [(0, None)] * (4 * size) + [(-bound, bound)] * size + [(None, None)]
+    result = linprog(cost, A_eq=matrix, b_eq=np.r_[v, 0.0], bounds=bounds, method="highs")
     assert result.status == 0, result.message
-    return float(result.fun)
+    x = result.x
+    a = x[:size] - x[size : 2 * size]
+    o = x[2 * size : 3 * size] - x[3 * size : 4 * size]
+    return result.fun, a, o, x[4 * size : 5 * size]
+
+
+def least_norm_optimum(v: np.ndarray, qthres: float, form: str = "and-or") -> tuple[np.ndarray, np.ndarray]:
+    """The optimum of least Euclidean norm of (I_and, I_or), by SLSQP, for tiny games (n ≤ 3).
+
+    Two stages from the definitions: HiGHS gives the optimal L1; SLSQP then minimises ‖x‖² over
+    split variables x = x⁺ − x⁻ ≥ 0 with Σ(x⁺ + x⁻) ≤ L1* and |A x − v| ≤ b, the atoms being the
+    AND sets and the OR sets of order ≥ 2 (order-≤1 OR atoms equal AND atoms). Returns (I_and,
+    I_or) indexed by coalition.
+    """
+    from scipy.optimize import minimize
+
+    size = v.shape[0]
+    optimum = highs_optimum(v, qthres, form)
+    bound = qthres * abs(v[-1] - v[0])
+    rows, sets = np.arange(size)[:, None], np.arange(size)[None, :]
+    and_atoms = ((rows & sets) == sets).astype(float)
+    or_sets = [s for s in range(size) if popcount(s) >= 2] if form == "and-or" else []
+    or_atoms = ((rows & np.array(or_sets, dtype=int)[None, :]) != 0).astype(float).reshape(size, len(or_sets))
+    atoms = np.hstack([and_atoms, or_atoms])
+    m = atoms.shape[1]
+    split = np.hstack([atoms, -atoms])
+    constraints = [
+        {"type": "ineq", "fun": lambda z: optimum * (1 + 1e-9) - z.sum(), "jac": lambda z: -np.ones(2 * m)},
+        {"type": "ineq", "fun": lambda z: bound - (split @ z - v), "jac": lambda z: -split},
+        {"type": "ineq", "fun": lambda z: bound + (split @ z - v), "jac": lambda z: split},
+    ]
+    start = np.r_[np.maximum(np.linalg.lstsq(atoms, v, rcond=None)[0], 0), np.maximum(-np.linalg.lstsq(atoms, v, rcond=None)[0], 0)]
+    result = minimize(
+        lambda z: z @ z, start, jac=lambda z: 2 * z, bounds=[(0, None)] * (2 * m),
+        constraints=constraints, method="SLSQP", options={"ftol": 1e-15, "maxiter": 2000},
+    )
+    x = result.x[:m] - result.x[m:]
+    i_and = x[:size].copy()
+    i_or = np.zeros(size)
+    i_or[or_sets] = x[size:]
+    return i_and, i_or
+
+
+def dense_lp_l1(v: torch.Tensor, qthres: float) -> torch.Tensor:
+    """L1 at the previous exact solver's point (dense interior point, a central optimum)."""
+    from pretrain_knowledge.interactions import sparsify
+
+    return sparsify(v, qthres, method="lp-dense").diagnostics.l1_final
 
 
 def _popcounts(size: int) -> np.ndarray:
@@ -141,3 +218,45 @@ def dense_reference_recipe(
             loss.backward()
             opt.step()
     return p.detach(), q.detach(), float(loss.detach())
+
+
+def dense_reference_and_recipe(v: torch.Tensor, bound: float, lr: float, niter: int) -> torch.Tensor:
+    """The recipe for the AND-only form, the lab code's way: γ tied to (v + q)/2, SGD on q alone.
+
+    Loss ‖M (v + q)‖₁ with the dense Möbius matrix; torch's SGD with momentum 0.9; q clipped into
+    its bound before every evaluation. Returns q.
+    """
+    n = v.shape[0].bit_length() - 1
+    to_and = dense_and_matrix(n, v.dtype)
+    rates = np.logspace(np.log10(lr), np.log10(lr) - 1, niter)
+    q = torch.zeros_like(v, requires_grad=True)
+    opt = torch.optim.SGD([q], lr=0.0, momentum=0.9)
+    for it in range(niter):
+        q.data = torch.clamp(q.data, -bound, bound)
+        loss = (to_and @ (v + q)).abs().sum()
+        if it + 1 < niter:
+            opt.zero_grad()
+            opt.param_groups[0]["lr"] = rates[it]
+            loss.backward()
+            opt.step()
+    return q.detach()
+
+
+def relabel(values: torch.Tensor, permutation: list[int]) -> torch.Tensor:
+    """The same game with player i renamed permutation[i]: out[π(T)] = values[T]."""
+    size = values.shape[-1]
+    target = torch.zeros(size, dtype=torch.long)
+    for t in range(size):
+        target[t] = sum(1 << permutation[i] for i in range(len(permutation)) if t >> i & 1)
+    out = torch.empty_like(values)
+    out[..., target] = values
+    return out
+
+
+def salient(i_and: torch.Tensor, i_or: torch.Tensor, ratio: float = 0.05) -> set[tuple[str, int]]:
+    """Salient (type, S), S ≠ ∅, of one game: |I_type(S)| > ratio · max over both types and S ≠ ∅."""
+    tail = torch.cat((i_and[1:], i_or[1:])).abs()
+    tau = ratio * float(tail.max())
+    return {("and", s) for s in range(1, i_and.shape[0]) if abs(float(i_and[s])) > tau} | {
+        ("or", s) for s in range(1, i_or.shape[0]) if abs(float(i_or[s])) > tau
+    }

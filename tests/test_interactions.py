@@ -1,5 +1,6 @@
 """The interaction engine against independent references: brute-force definitions, shapiq,
-HiGHS (scipy) for the LP optimum, a dense-matrix re-implementation of the reference recipe, and
+HiGHS (scipy) for the LP optimum, SLSQP for the least-norm optimum of tiny games, the previous
+dense interior-point solver, dense-matrix re-implementations of the reference recipe, and
 analytic games with known answers.
 
 Coalition convention: index T of a game vector has bit i set iff player i ∈ T.
@@ -12,9 +13,14 @@ import pytest
 import torch
 
 from pretrain_knowledge.interactions import (
+    FORMS,
+    METHODS,
+    SPARSIFY_OPTIONS,
+    SparsifyDiagnostics,
     and_transform,
     inverse_and_transform,
     inverse_or_transform,
+    max_players,
     or_transform,
     reconstruct,
     sparsify,
@@ -23,11 +29,17 @@ from references import (
     brute_and,
     brute_or,
     brute_reconstruct,
+    dense_lp_l1,
+    dense_reference_and_recipe,
     dense_reference_recipe,
     highs_optimum,
+    highs_solution,
+    least_norm_optimum,
     mlp_games,
     popcount,
     random_games,
+    relabel,
+    salient,
     subset,
 )
 
@@ -111,8 +123,11 @@ def test_planted_and_game_is_recovered_exactly() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sparsification
+# Sparsification: the exact least-norm optimum (method="lp")
 # ---------------------------------------------------------------------------------------------
+
+REFERENCE = {"lr": 1e-3, "niter": 300}
+"""Options that make the reference recipe move in a few hundred steps (tests only)."""
 
 
 @pytest.fixture(scope="module")
@@ -120,18 +135,178 @@ def smooth_games() -> torch.Tensor:
     return mlp_games(5, 6, seed=11)
 
 
-def test_lp_reaches_the_highs_optimum(smooth_games: torch.Tensor) -> None:
-    result = sparsify(smooth_games, qthres=0.04)
+@pytest.fixture(scope="module")
+def default_result(smooth_games: torch.Tensor):
+    return sparsify(smooth_games, qthres=0.04)
+
+
+def test_lp_reaches_the_highs_optimum(smooth_games: torch.Tensor, default_result) -> None:
+    diagnostics = default_result.diagnostics
     for b in range(smooth_games.shape[0]):
         optimum = highs_optimum(smooth_games[b].numpy(), 0.04)
-        assert result.diagnostics.l1_final[b].item() == pytest.approx(optimum, rel=1e-6)
+        assert diagnostics.l1_final[b].item() == pytest.approx(optimum, rel=1e-9)
+    assert bool(diagnostics.converged.all())
+    assert bool((diagnostics.gap <= 1e-9).all() and (diagnostics.gap >= -1e-12).all()), diagnostics.gap
 
 
-@pytest.mark.parametrize("method", ["lp", "reference"])
+def test_lp_reaches_the_optimum_of_the_previous_dense_solver(smooth_games: torch.Tensor, default_result) -> None:
+    torch.testing.assert_close(default_result.diagnostics.l1_final, dense_lp_l1(smooth_games, 0.04), rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lp_returns_the_least_norm_optimum_of_tiny_games(seed: int) -> None:
+    v = mlp_games(1, 3, seed=seed)[0]
+    i_and, i_or = least_norm_optimum(v.numpy(), 0.04)
+    result = sparsify(v[None], qthres=0.04)
+    np.testing.assert_allclose(result.I_and[0].numpy(), i_and, atol=1e-5)
+    np.testing.assert_allclose(result.I_or[0].numpy(), i_or, atol=1e-5)
+
+
+def test_least_norm_point_of_a_pure_or_game_with_a_budget() -> None:
+    # v = w·[T ∩ s ≠ ∅]. With |q| ≤ 0.04 w the optimum is 0.96 w, reached on a face: beside
+    # 0.92 w on s, 0.04 w may be carried by the constant and by the OR terms of the 7 proper
+    # supersets of s in any mix. The least-norm point spreads it evenly: 0.005 w each.
+    n, s, w = 6, 0b011010, 2.0
+    v = torch.tensor([[w * bool(t & s) for t in range(1 << n)]], dtype=torch.float64)
+    result = sparsify(v, qthres=0.04)
+    expected_and = torch.zeros(1 << n, dtype=torch.float64)
+    expected_or = torch.zeros(1 << n, dtype=torch.float64)
+    expected_and[0] = 0.005 * w
+    supersets = [u for u in range(1 << n) if u & s == s and u != s]
+    expected_or[supersets] = 0.005 * w
+    expected_or[s] = 0.92 * w
+    torch.testing.assert_close(result.I_and[0], expected_and, atol=1e-9, rtol=0)
+    torch.testing.assert_close(result.I_or[0], expected_or, atol=1e-9, rtol=0)
+    # A vertex of the same face (HiGHS) is a different optimum: the test tells them apart.
+    value, a, o, _ = highs_solution(v[0].numpy(), 0.04)
+    assert value == pytest.approx(0.96 * w, rel=1e-9)
+    assert np.abs(np.r_[a, o] - np.r_[expected_and.numpy(), expected_or.numpy()]).max() > 1e-3
+
+
+def test_pure_or_game_without_budget_is_a_single_or_term() -> None:
+    n, s, w = 6, 0b011010, 2.0
+    v = torch.tensor([[w * bool(t & s) for t in range(1 << n)]], dtype=torch.float64)
+    exact = sparsify(v, qthres=0.0)
+    expected_or = torch.zeros(1 << n, dtype=torch.float64)
+    expected_or[s] = w
+    torch.testing.assert_close(exact.I_or[0], expected_or, atol=1e-9, rtol=0)
+    torch.testing.assert_close(exact.I_and[0], torch.zeros(1 << n, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+def test_relabelling_players_permutes_the_result(smooth_games: torch.Tensor, default_result) -> None:
+    permutation = [3, 0, 5, 1, 4, 2]
+    moved = sparsify(relabel(smooth_games, permutation), qthres=0.04)
+    for b in range(smooth_games.shape[0]):
+        scale = abs(float(smooth_games[b, -1] - smooth_games[b, 0]))
+        back_and = relabel(default_result.I_and[b], permutation)
+        back_or = relabel(default_result.I_or[b], permutation)
+        assert float((moved.I_and[b] - back_and).abs().max()) <= 1e-5 * scale
+        assert float((moved.I_or[b] - back_or).abs().max()) <= 1e-5 * scale
+        assert salient(moved.I_and[b], moved.I_or[b]) == salient(back_and, back_or)
+
+
+def test_a_game_gives_the_same_bits_alone_in_any_batch_and_on_repeat(smooth_games: torch.Tensor, default_result) -> None:
+    again = sparsify(smooth_games, qthres=0.04)
+    assert torch.equal(again.I_and, default_result.I_and) and torch.equal(again.I_or, default_result.I_or)
+    order = [3, 1, 4, 0, 2]
+    shuffled = sparsify(torch.cat((smooth_games[order], mlp_games(2, 6, seed=99))), qthres=0.04)
+    for position, b in enumerate(order):
+        alone = sparsify(smooth_games[b : b + 1], qthres=0.04)
+        for name in ("I_and", "I_or", "gamma", "q"):
+            assert torch.equal(getattr(alone, name)[0], getattr(default_result, name)[b]), name
+            assert torch.equal(getattr(shuffled, name)[position], getattr(default_result, name)[b]), name
+
+
+def test_and_form_reaches_the_highs_optimum_with_no_or_terms(smooth_games: torch.Tensor) -> None:
+    result = sparsify(smooth_games, qthres=0.04, form="and")
+    assert torch.equal(result.I_or, torch.zeros_like(result.I_or))
+    for b in range(smooth_games.shape[0]):
+        optimum = highs_optimum(smooth_games[b].numpy(), 0.04, form="and")
+        assert result.diagnostics.l1_final[b].item() == pytest.approx(optimum, rel=1e-9)
+    target = smooth_games + result.q
+    assert float((reconstruct(result.I_and, result.I_or) - target).abs().max()) <= 1e-12
+    torch.testing.assert_close(result.I_and, and_transform(target), atol=1e-12, rtol=0)
+    assert result.diagnostics.form == "and" and bool(result.diagnostics.converged.all())
+    assert bool((result.diagnostics.gap <= 1e-9).all())
+    # The AND-only optimum is never below the AND-OR one: fewer atoms to choose from.
+    assert bool((result.diagnostics.l1_final >= sparsify(smooth_games).diagnostics.l1_final * (1 - 1e-9)).all())
+
+
+def test_and_form_least_norm_optimum_of_a_tiny_game() -> None:
+    v = mlp_games(1, 3, seed=5)[0]
+    i_and, _ = least_norm_optimum(v.numpy(), 0.04, form="and")
+    result = sparsify(v[None], qthres=0.04, form="and")
+    np.testing.assert_allclose(result.I_and[0].numpy(), i_and, atol=1e-5)
+
+
+def test_reference_recipe_in_the_and_form_matches_its_dense_definition() -> None:
+    v = mlp_games(2, 5, seed=4) * 3
+    result = sparsify(v, qthres=0.04, method="reference", form="and", lr=1e-2, niter=120)
+    assert torch.equal(result.I_or, torch.zeros_like(result.I_or))
+    for b in range(2):
+        bound = 0.04 * abs(v[b, -1] - v[b, 0]).item()
+        q = dense_reference_and_recipe(v[b], bound, lr=1e-2, niter=120)
+        torch.testing.assert_close(result.q[b], q, atol=1e-10, rtol=1e-9)
+        torch.testing.assert_close(result.I_and[b], and_transform(v[b] + q), atol=1e-9, rtol=0)
+        assert bool((result.q[b].abs() <= bound * (1 + 1e-12)).all())
+
+
+def test_dense_solver_refuses_the_and_form_and_says_which_methods_support_it() -> None:
+    with pytest.raises(ValueError, match="form='and'.*'lp'.*'reference'"):
+        sparsify(mlp_games(1, 4, seed=1), method="lp-dense", form="and")
+    with pytest.raises(ValueError, match="unknown sparsification form"):
+        sparsify(mlp_games(1, 4, seed=1), form="or")
+
+
+def test_diagnostics_report_convergence_gap_and_iterations(smooth_games: torch.Tensor, default_result) -> None:
+    d = default_result.diagnostics
+    assert d.converged.dtype == torch.bool and d.gap.dtype == torch.float64 and d.iterations.dtype == torch.int64
+    assert d.converged.shape == d.gap.shape == d.iterations.shape == (smooth_games.shape[0],)
+    assert bool((d.iterations > 0).all()) and d.form == "and-or" and d.method == "lp"
+    reference = sparsify(smooth_games, method="reference", **REFERENCE).diagnostics
+    assert not bool(reference.converged.any()) and bool(reference.gap.isnan().all())
+    assert bool((reference.iterations == REFERENCE["niter"]).all())
+    dense = sparsify(smooth_games, method="lp-dense").diagnostics
+    assert bool(dense.converged.all()) and bool(dense.gap.isnan().all())
+
+
+def test_diagnostics_read_unknown_when_a_table_predates_the_new_fields() -> None:
+    zeros = torch.zeros(3, dtype=torch.float64)
+    d = SparsifyDiagnostics(l1_even=zeros, l1_final=zeros, q_bound=zeros, matching_error=zeros)
+    assert not bool(d.converged.any()) and bool(d.gap.isnan().all()) and bool((d.iterations == -1).all())
+    assert d.form == "and-or"
+
+
+def test_options_are_validated_against_the_method() -> None:
+    assert set(SPARSIFY_OPTIONS) == set(METHODS) and FORMS == ("and-or", "and")
+    v = mlp_games(1, 4, seed=3)
+    with pytest.raises(ValueError, match="unknown option 'niter' for sparsification method 'lp'.*'tol'"):
+        sparsify(v, method="lp", niter=10)
+    with pytest.raises(ValueError, match="unknown option 'tol' for sparsification method 'reference'.*'lr'"):
+        sparsify(v, method="reference", tol=1e-3)
+    sparsify(v, method="lp", tol=1e-9, max_iter=60, max_rounds=20)
+    sparsify(v, method="lp-dense", tol=1e-8, max_iter=60, chunk_size=1)
+    sparsify(v, method="reference", lr=1e-3, niter=5)
+
+
+def test_max_players_is_exported_and_enforced() -> None:
+    assert max_players("lp") == 16 and max_players("lp-dense") == 13 and max_players("reference") == 20
+    with pytest.raises(ValueError, match="unknown sparsification method"):
+        max_players("simplex")
+    with pytest.raises(ValueError, match="at most 13 players, got n = 14"):
+        sparsify(torch.zeros(1, 1 << 14, dtype=torch.float64), method="lp-dense")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sparsification: properties every method shares
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, options", [("lp", {}), ("reference", REFERENCE)])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
-def test_universal_matching_after_sparsification(method: str, dtype: torch.dtype, tol: float) -> None:
+def test_universal_matching_after_sparsification(method: str, options: dict, dtype: torch.dtype, tol: float) -> None:
     v = (mlp_games(3, 7, seed=5) * 10).to(dtype)
-    result = sparsify(v, method=method, niter=200, lr=1e-3)
+    result = sparsify(v, method=method, **options)
     scale = v.abs().amax(-1).double() if dtype == torch.float32 else torch.ones(3, dtype=torch.float64)
     target = (v + result.q).double()
     err = (reconstruct(result.I_and, result.I_or).double() - target).abs().amax(-1)
@@ -143,10 +318,10 @@ def test_universal_matching_after_sparsification(method: str, dtype: torch.dtype
     assert result.I_and.dtype == dtype
 
 
-@pytest.mark.parametrize("method", ["lp", "reference"])
-def test_q_stays_within_its_bound(method: str) -> None:
+@pytest.mark.parametrize("method, options", [("lp", {}), ("reference", {"lr": 1e-2, "niter": 300})])
+def test_q_stays_within_its_bound(method: str, options: dict) -> None:
     v = mlp_games(4, 6, seed=9) * 5
-    result = sparsify(v, qthres=0.1, method=method, niter=300, lr=1e-2)
+    result = sparsify(v, qthres=0.1, method=method, **options)
     bound = 0.1 * (v[:, -1] - v[:, 0]).abs()
     assert bool((result.q.abs() <= bound[:, None] * (1 + 1e-12)).all())
     torch.testing.assert_close(result.diagnostics.q_bound, bound)
@@ -160,36 +335,12 @@ def test_low_order_or_terms_are_merged_into_and() -> None:
     assert bool((result.I_or[:, low] == 0).all())
 
 
-def test_pure_or_game_ends_as_a_single_or_term() -> None:
-    n, s, w = 6, 0b011010, 2.0
-    v = torch.tensor([[w * bool(t & s) for t in range(1 << n)]], dtype=torch.float64)
-    exact = sparsify(v, qthres=0.0)
-    expected_or = torch.zeros(1 << n, dtype=torch.float64)
-    expected_or[s] = w
-    torch.testing.assert_close(exact.I_or[0], expected_or, atol=1e-7, rtol=0)
-    torch.testing.assert_close(exact.I_and[0], torch.zeros(1 << n, dtype=torch.float64), atol=1e-7, rtol=0)
-    # With a q budget the optimum is w·(1 − 0.04) = 0.96 w, but it is no longer unique: q can
-    # trade the OR term against the constant I(∅) = q_∅ ∈ [0, 0.04 w] at equal L1 (the LP's
-    # optimal face is an edge). The OR term must still carry all but that budget.
-    shrunk = sparsify(v, qthres=0.04)
-    assert shrunk.diagnostics.l1_final.item() == pytest.approx(0.96 * w, rel=1e-7)
-    assert shrunk.I_or[0, s].item() >= 0.92 * w - 1e-7
-    others = torch.cat((shrunk.I_and[0, 1:], shrunk.I_or[0, :s], shrunk.I_or[0, s + 1 :])).abs()
-    assert others.sum().item() <= 0.04 * w + 1e-7
-
-
-def test_batched_sparsification_equals_games_alone(smooth_games: torch.Tensor) -> None:
-    together = sparsify(smooth_games)
-    reference = sparsify(smooth_games, method="reference", niter=300, lr=1e-3)
+def test_reference_recipe_is_batch_invariant(smooth_games: torch.Tensor) -> None:
+    together = sparsify(smooth_games, method="reference", **REFERENCE)
     for b in range(smooth_games.shape[0]):
-        alone = sparsify(smooth_games[b : b + 1])
-        torch.testing.assert_close(together.I_and[b], alone.I_and[0], atol=1e-9, rtol=0)
-        torch.testing.assert_close(together.I_or[b], alone.I_or[0], atol=1e-9, rtol=0)
-        alone_ref = sparsify(smooth_games[b : b + 1], method="reference", niter=300, lr=1e-3)
-        assert torch.equal(reference.gamma[b], alone_ref.gamma[0])
-        assert torch.equal(reference.q[b], alone_ref.q[0])
-    chunked = sparsify(smooth_games, chunk_size=2)
-    torch.testing.assert_close(chunked.I_and, together.I_and, atol=1e-9, rtol=0)
+        alone = sparsify(smooth_games[b : b + 1], method="reference", **REFERENCE)
+        assert torch.equal(together.gamma[b], alone.gamma[0])
+        assert torch.equal(together.q[b], alone.q[0])
 
 
 def test_reference_recipe_matches_its_dense_definition() -> None:
@@ -211,13 +362,15 @@ def test_even_split_l1_is_the_l1_at_gamma_zero() -> None:
     merged_or = np.where(low, 0, i_or)
     expected = np.abs(merged_and).sum(-1) + np.abs(merged_or).sum(-1)
     np.testing.assert_allclose(result.diagnostics.l1_even.numpy(), expected, rtol=1e-12)
+    and_only = sparsify(v, form="and").diagnostics.l1_even
+    np.testing.assert_allclose(and_only.numpy(), np.abs(brute_and(v.numpy())).sum(-1), rtol=1e-12)
 
 
 def test_sparsify_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="shape \\(B, 2\\^n\\)"):
         sparsify(torch.zeros(8))
-    with pytest.raises(ValueError, match="non-finite"):
-        sparsify(torch.tensor([[0.0, float("nan"), 1.0, 2.0]]))
+    with pytest.raises(ValueError, match="non-finite values in games \\[1, 2\\]"):
+        sparsify(torch.tensor([[0.0, 1.0, 1.0, 2.0], [0.0, float("nan"), 1.0, 2.0], [float("inf"), 0, 0, 0]]))
     with pytest.raises(ValueError, match="unknown sparsification method"):
         sparsify(torch.zeros(1, 4), method="adam")
     with pytest.raises(ValueError, match="qthres"):
@@ -227,16 +380,23 @@ def test_sparsify_rejects_bad_input() -> None:
 def test_near_constant_games_converge_in_a_batch_with_ordinary_ones() -> None:
     # An untrained model's games: a large constant log-odds and a tiny, noisy variation. Its q
     # bound is minute; the solver must neither stall nor let it spoil the other games.
-    from pretrain_knowledge.interactions.lp import solve_sparsity_lp
-
     g = torch.Generator().manual_seed(3)
     flat = -1.4 + 1e-3 * torch.randn(2, 64, generator=g, dtype=torch.float64)
     games = torch.cat((flat, mlp_games(2, 6, seed=12)))
-    bound = 0.04 * (games[:, -1] - games[:, 0]).abs()
-    solution = solve_sparsity_lp(games, bound)
-    assert solution.iterations < 60
+    result = sparsify(games, qthres=0.04)
+    assert bool(result.diagnostics.converged.all())
     for b in range(4):
-        assert solution.l1[b].item() == pytest.approx(highs_optimum(games[b].numpy(), 0.04), rel=1e-6)
+        optimum = highs_optimum(games[b].numpy(), 0.04)
+        assert result.diagnostics.l1_final[b].item() == pytest.approx(optimum, rel=1e-8)
+
+
+def test_constant_game_has_only_the_constant_term() -> None:
+    v = torch.full((1, 32), 0.7, dtype=torch.float64)
+    result = sparsify(v)
+    expected = torch.zeros(32, dtype=torch.float64)
+    expected[0] = 0.7
+    torch.testing.assert_close(result.I_and[0], expected, atol=1e-12, rtol=0)
+    assert bool((result.I_or == 0).all())
 
 
 def test_dense_reference_matrices_equal_the_brute_force_definitions() -> None:
@@ -245,3 +405,12 @@ def test_dense_reference_matrices_equal_the_brute_force_definitions() -> None:
     v = random_games(1, 6, seed=21)[0]
     np.testing.assert_allclose((dense_and_matrix(6) @ v).numpy(), brute_and(v.numpy()), atol=1e-12)
     np.testing.assert_allclose((dense_or_matrix(6) @ v).numpy(), brute_or(v.numpy()), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_eleven_players_certified_without_a_dense_matrix() -> None:
+    v = mlp_games(1, 11, seed=7)
+    result = sparsify(v, qthres=0.04)
+    d = result.diagnostics
+    assert bool(d.converged.all()) and float(d.gap.max()) <= 1e-9
+    assert float(d.matching_error.max()) <= 1e-9

@@ -116,6 +116,10 @@ def test_frame_dtypes_are_explicit() -> None:
         "q_bound": "float64",
         "matching_error": "float64",
         "method": "string",
+        "form": "string",
+        "converged": "bool",
+        "gap": "float64",
+        "iterations": "int64",
         "players": "object",
         "image_height": "int32",
         "image_width": "int32",
@@ -236,8 +240,8 @@ def test_games_round_trip_bit_exact_in_any_row_order(tmp_path: Path) -> None:
 
 
 def test_to_shapiq_equals_shapiqs_own_moebius_transform() -> None:
-    """AND interactions with no noise (qthres = 0) of an AND-only decomposition are the Möbius
-    transform of the game; shapiq's ExactComputer computes that independently."""
+    """With no noise (qthres = 0), the AND-only form (the paper's Eq. 2) is the Möbius transform
+    of the game itself; shapiq's ExactComputer computes that independently, for every coalition."""
     from shapiq import ExactComputer
 
     n = 5
@@ -245,21 +249,18 @@ def test_to_shapiq_equals_shapiqs_own_moebius_transform() -> None:
     v = torch.tensor(rng.normal(size=(1, 1 << n)))
     result = GameBatchResult(
         sample_ids=torch.tensor([7]), labels=torch.tensor([0]), players=torch.arange(n)[None],
-        grid=PatchGrid(8, 8, 2), interactions=sparsify(v, qthres=0.0, method="reference", niter=1),
+        grid=PatchGrid(8, 8, 2), interactions=sparsify(v, qthres=0.0, method="lp", form="and"),
     )  # fmt: skip
+    assert float(result.interactions.I_or.abs().max()) == 0.0
     mine = R.to_shapiq(result.to_frame())
-    masks = np.array([[c >> i & 1 for i in range(n)] for c in range(1 << n)], dtype=bool)
 
     def game(coalitions: np.ndarray) -> np.ndarray:
         index = (coalitions.astype(np.int64) * (1 << np.arange(n))).sum(axis=1)
         return v[0].numpy()[index]
 
     reference = ExactComputer(game, n_players=n)("Moebius")
-    for coalition, mask in enumerate(masks):
-        key = tuple(np.flatnonzero(mask))
-        and_part = float(result.interactions.I_and[0, coalition])
-        assert mine[key] == pytest.approx(and_part)
-        if len(key) >= 2:  # order ≤ 1 OR terms are merged into AND; higher ones are 0 here
-            assert mine[key] == pytest.approx(reference[key], abs=1e-9) or abs(float(result.interactions.I_or[0, coalition])) > 0
+    for coalition in range(1 << n):
+        key = tuple(i for i in range(n) if coalition >> i & 1)
+        assert mine[key] == pytest.approx(reference[key], abs=1e-9), key
     with pytest.raises(ValueError, match="pass sample_id"):
         R.to_shapiq(pd.concat([result.to_frame(), make_result(1, b=1, n=n).to_frame()]))

@@ -86,9 +86,9 @@ def test_schema_rejects_an_unknown_key_at_every_level() -> None:
         ({"selection": {"players": {"patch_size": 5}}}, "selection.players.patch_size: 5 does not divide the 28-px images"),
         ({"selection": {"players": {"options": {"regoin": 0.5}}}}, "options.regoin: no player rule takes this option. Did you mean 'region'?"),
         ({"selection": {"players": {"options": {"region": 0.1}}}}, "the central region holds"),
-        ({"extraction": {"shards": 11}}, "extraction.shards: 11 shards for the 10 samples"),
+        ({"extraction": {"shards": 21}}, "extraction.shards: 21 shards for the 20 samples"),
         ({"extraction": {"checkpoints": [0, 12]}}, "extraction.checkpoints: 12 is outside finetune's checkpoints 0 … 8"),
-        ({"extraction": {"sparsify": {"options": {"tolerance": 1}}}}, "extraction.sparsify.options.tolerance: method 'lp' takes no option"),
+        ({"extraction": {"sparsify": {"options": {"tolerance": 1}}}}, "extraction.sparsify.options.tolerance: method 'lp-dense' takes no option"),
         (
             {"datasets": {"fmnist": {"overrides": {"extraction": {"sparsfy": {}}}}}},
             "config: datasets.fmnist.overrides.extraction.sparsfy: unknown key. Did you mean 'sparsify'?",

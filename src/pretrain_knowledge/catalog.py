@@ -150,14 +150,23 @@ def check_image_size(arch: str, size: int) -> str | None:
     return None
 
 
-SPARSIFY_METHODS: tuple[str, ...] = ("lp", "reference")
-"""lp: the exact optimum of the sparsity objective; reference: the lab code's SGD recipe."""
+SPARSIFY_METHODS: tuple[str, ...] = ("lp", "reference", "lp-dense")
+"""lp: the exact least-norm optimum of the sparsity objective (method.md §8); reference: the lab
+code's SGD recipe; lp-dense: the previous exact solver (a central point; kept as a reference)."""
 SPARSIFY_FORMS: tuple[str, ...] = ("and-or", "and")
 """and-or: AND and OR interactions (method.md §3); and: the paper's Eq. (2), AND only."""
 SPARSIFY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "lp": ("tol", "max_iter", "chunk_size"),
+    "lp": ("tol", "max_iter", "max_rounds"),
     "reference": ("lr", "niter"),
+    "lp-dense": ("tol", "max_iter", "chunk_size"),
 }
 """Keyword options each method accepts (``extraction.sparsify.options``)."""
-MAX_PLAYERS: dict[str, int] = {"lp": 13, "reference": 20}
-"""Largest n each method supports (the dense LP stores a 2^n × 2^n matrix per game)."""
+SPARSIFY_FORMS_OF: dict[str, tuple[str, ...]] = {
+    "lp": SPARSIFY_FORMS,
+    "reference": SPARSIFY_FORMS,
+    "lp-dense": ("and-or",),
+}
+"""The forms each method solves."""
+MAX_PLAYERS: dict[str, int] = {"lp": 16, "reference": 20, "lp-dense": 13}
+"""Largest n each method supports: lp keeps O(2^n) vectors and one |R| × |R| matrix per game (R:
+its working set of coalitions), lp-dense a 2^n × 2^n matrix per game, reference O(2^n) vectors."""

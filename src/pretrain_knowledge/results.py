@@ -29,6 +29,11 @@ Columns and dtypes (stable, so that hive-partitioned shards concatenate into one
 - ``q_bound`` float64 — the bound on every |q_S|: qthres · |v(N) − v(∅)| (per sample).
 - ``matching_error`` float64 — max_S of the universal-matching error (per sample).
 - ``method`` string — the sparsification method that produced the batch.
+- ``form`` string — ``and-or`` or ``and`` (the paper's AND-only Eq. 2: every OR value is 0).
+- ``converged`` bool — the optimiser met its stopping test (per sample; the reference recipe has none).
+- ``gap`` float64 — (l1_final − L) / l1_final for a certified lower bound L on the optimum (per
+  sample; NaN where no bound is known).
+- ``iterations`` int64 — iterations the optimiser ran (per sample).
 - ``players`` list<int64> — patch ids of players 0 … n−1 in the patch grid (per sample), numbered
   row-major as in :class:`pretrain_knowledge.game.PatchGrid` (id = row · n_cols + col); a list
   column keeps the schema the same whatever n is.
@@ -89,6 +94,13 @@ COLUMNS: dict[str, str] = {
     "q_bound": "float64. Bound on every |q_S|: qthres * |v(N) - v(empty)| (per sample).",
     "matching_error": "float64. Max over S of the universal-matching error (per sample).",
     "method": "string. Sparsification method that produced the batch.",
+    "form": "string. 'and-or', or 'and' (the paper's AND-only Eq. 2: every OR value is 0).",
+    "converged": "bool. The optimiser met its own stopping test (per sample; the reference recipe has none).",
+    "gap": (
+        "float64. (l1_final - L) / l1_final for a certified lower bound L on the optimum "
+        "(per sample; NaN where no bound is known)."
+    ),
+    "iterations": "int64. Iterations the optimiser ran (per sample).",
     "players": (
         "list<int64>. Patch id of player i at position i (per sample); "
         "patch id = row * (image_width / patch_size) + col, row-major."
@@ -167,6 +179,10 @@ class GameBatchResult:
             "label": per_sample(self.labels).astype(np.int64),
             **{name: per_sample(getattr(diag, name)).astype(np.float64) for name in _DIAGNOSTICS},
             "method": pd.array([diag.method] * (b * rows_per_sample), dtype="string"),
+            "form": pd.array([diag.form] * (b * rows_per_sample), dtype="string"),
+            "converged": per_sample(diag.converged).astype(bool),
+            "gap": per_sample(diag.gap).astype(np.float64),
+            "iterations": per_sample(diag.iterations).astype(np.int64),
             "players": _players_column(self.players, rows_per_sample),
             **_grid_columns(self.grid, b * rows_per_sample),
         }
@@ -405,12 +421,17 @@ def _interactions_of(
         raise ValueError(f"a batch has one sparsification method, the frame has {list(methods)}")
     diag = {
         name: torch.from_numpy(_per_sample(frame, name, codes, first).astype(np.float64))
-        for name in _DIAGNOSTICS
+        for name in (*_DIAGNOSTICS, "gap")
     }
+    diag["converged"] = torch.from_numpy(_per_sample(frame, "converged", codes, first).astype(bool))
+    diag["iterations"] = torch.from_numpy(_per_sample(frame, "iterations", codes, first).astype(np.int64))
+    forms = frame["form"].astype(str).unique()
+    if len(forms) != 1:
+        raise ValueError(f"a batch has one sparsification form, the frame has {list(forms)}")
     return Interactions(
         I_and=torch.from_numpy(value[:, 0].copy()),
         I_or=torch.from_numpy(value[:, 1].copy()),
-        diagnostics=SparsifyDiagnostics(method=str(methods[0]), **diag),
+        diagnostics=SparsifyDiagnostics(method=str(methods[0]), form=str(forms[0]), **diag),
         **game,
     )
 

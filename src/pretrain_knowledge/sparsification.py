@@ -21,6 +21,7 @@ def explain(
         games.v.to(device),
         qthres=settings.qthres,
         method=settings.method,
+        form=settings.form,
         progress=progress,
         **dict(settings.options),
     )
@@ -45,4 +46,22 @@ def check_matching(result: GameBatchResult, tolerance: float) -> None:
             f"universal matching fails for samples {ids}: relative error {worst:.3g} exceeds "
             f"extraction.matching_tolerance={tolerance}; the sparsifier did not converge "
             "(try extraction.sparsify.method or raise the tolerance knowingly)"
+        )
+
+
+def check_convergence(result: GameBatchResult, max_gap: float) -> None:
+    """Refuse to store interactions whose certified gap to the optimum is larger than ``max_gap``.
+
+    A game that is off the optimum would shift its salient sets in a way no table shows; the
+    error names the samples so the solver's options (``extraction.sparsify.options``) can be
+    raised for them. Games without a bound (NaN gap: the reference recipe) are not checked.
+    """
+    gap = result.interactions.diagnostics.gap
+    bad = gap > max_gap  # NaN compares False
+    if bool(bad.any()):
+        ids = result.sample_ids[bad].tolist()
+        raise RuntimeError(
+            f"sparsification did not reach the optimum for samples {ids}: certified relative gap up to "
+            f"{float(gap[bad].max()):.3g} > extraction.max_gap={max_gap}; raise "
+            "extraction.sparsify.options (max_iter, max_rounds) or extraction.max_gap knowingly"
         )

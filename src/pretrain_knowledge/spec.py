@@ -180,7 +180,13 @@ class TrainingSpec:
 class PlayersSpec:
     """Which patches of each explained image are the players of its game (method.md §2)."""
 
-    n: int = setting(10, "Players per image; every image costs 2^n forward passes per checkpoint.", minimum=1)
+    n: int = setting(
+        10,
+        "Players per image; every image costs 2^n forward passes per checkpoint. The largest n depends on "
+        "the sparsification method (catalog.MAX_PLAYERS).",
+        minimum=1,
+        maximum=max(catalog.MAX_PLAYERS.values()),
+    )
     patch_size: int = setting(4, "Side of a square patch in pixels; must divide the image size.", minimum=1)
     rule: RuleName = setting(
         "central",
@@ -225,9 +231,11 @@ class SparsifySpec:
 
     qthres: float = setting(0.04, "Bound on |q_T| as a share of |v(N) − v(∅)|.", minimum=0, maximum=1)
     method: MethodName = setting(
-        "lp",
-        "lp: the exact optimum of the sparsity objective (a linear programme); reference: the SGD recipe "
-        "of earlier work, for reproducing its numbers.",
+        "lp-dense",
+        "lp-dense: the exact optimum by a batched dense interior point (a point near the centre of the "
+        "optimal face; n <= 13; the fastest at n <= 10); lp: the exact least-norm optimum (unique; n <= 16; "
+        "both forms; slower); reference: the SGD recipe of earlier work, for reproducing its numbers "
+        "(method.md sections 3 and 8).",
     )
     form: FormName = setting(
         "and-or",
@@ -259,6 +267,12 @@ class ExtractionSpec:
         "fails it is not written.",
         exclusive_minimum=0,
     )
+    max_gap: float = setting(
+        1e-4,
+        "Largest certified relative gap to the optimum of the sparsity objective (diagnostics.gap) allowed "
+        "per game; a shard that fails it is not written. Methods without a bound (reference) are not checked.",
+        exclusive_minimum=0,
+    )
     sparsify: SparsifySpec = setting(SparsifySpec(), "The sparsification objective and its solver.")
 
 
@@ -280,7 +294,9 @@ class SensitivitySpec:
 
     qthres: tuple[float, ...] = setting((0.02, 0.04, 0.08), "Values of extraction.sparsify.qthres.")
     form: tuple[FormName, ...] = setting(("and-or", "and"), "Values of extraction.sparsify.form.")
-    method: tuple[MethodName, ...] = setting(("lp", "reference"), "Values of extraction.sparsify.method.")
+    method: tuple[MethodName, ...] = setting(
+        ("lp-dense", "lp", "reference"), "Values of extraction.sparsify.method."
+    )
     salience: tuple[float, ...] = setting((0.02, 0.05, 0.10), "Values of knowledge.salience.")
 
 
@@ -470,7 +486,7 @@ class Experiment:
 
     def sparsify_settings(self) -> dict[str, Any]:
         x = self.extraction
-        return to_plain(SparsifySettings(x.sparsify, x.matching_tolerance, x.device, self.threads.extraction))
+        return to_plain(SparsifySettings(x.sparsify, x.matching_tolerance, x.max_gap, x.device, self.threads.extraction))
 
     def knowledge_settings(self, variant: str | None = None) -> dict[str, Any]:
         return to_plain(self.variants()[variant][1] if variant else self.knowledge)
@@ -486,6 +502,10 @@ class Experiment:
                     changed = replace(own_sparsify, **{factor: value})
                     if factor == "method":  # the other method's options do not apply
                         changed = replace(changed, options={})
+                    if changed.form not in catalog.SPARSIFY_FORMS_OF[changed.method]:
+                        # e.g. form=and under lp-dense: solved exactly by lp, the solver that has it
+                        solver = next(m for m in catalog.SPARSIFY_METHODS if changed.form in catalog.SPARSIFY_FORMS_OF[m])
+                        changed = replace(changed, method=solver, options={})
                     out[f"{factor}={value}"] = (changed, own_knowledge)
         for value in self.sensitivity.salience:
             if value != own_knowledge.salience:
@@ -499,7 +519,7 @@ class Experiment:
     def variant_sparsify_settings(self, variant: str) -> dict[str, Any]:
         x = self.extraction
         sparsify = self.variants()[variant][0]
-        return to_plain(SparsifySettings(sparsify, x.matching_tolerance, x.device, self.threads.extraction))
+        return to_plain(SparsifySettings(sparsify, x.matching_tolerance, x.max_gap, x.device, self.threads.extraction))
 
 
 @dataclass(frozen=True)
@@ -538,6 +558,7 @@ class SparsifySettings:
 
     sparsify: SparsifySpec
     matching_tolerance: float
+    max_gap: float
     device: str
     threads: int
 
@@ -838,7 +859,8 @@ def _check_players(e: Experiment, size: int) -> None:
     if p.n > limit:
         raise ConfigError(
             f"config: selection.players.n: {p.n} players exceed the {limit} that sparsification method "
-            f"{e.extraction.sparsify.method!r} supports; lower n"
+            f"{e.extraction.sparsify.method!r} supports; lower n, or use a method that supports more "
+            f"(catalog.MAX_PLAYERS: {catalog.MAX_PLAYERS})"
         )
     problem = players.check_rule(p.rule, grid, p.n, p.options, boxes=facts.boxes, parts=facts.parts)
     if problem:
@@ -847,6 +869,12 @@ def _check_players(e: Experiment, size: int) -> None:
 
 def _check_sparsify(e: Experiment) -> None:
     s = e.extraction.sparsify
+    if s.form not in catalog.SPARSIFY_FORMS_OF[s.method]:
+        able = [m for m in catalog.SPARSIFY_METHODS if s.form in catalog.SPARSIFY_FORMS_OF[m]]
+        raise ConfigError(
+            f"config: extraction.sparsify.form: {s.form!r} is not solved by method {s.method!r}; set "
+            f"extraction.sparsify.method to one of {able}"
+        )
     allowed = catalog.SPARSIFY_OPTIONS[s.method]
     for key in s.options:
         if key not in allowed:

@@ -16,7 +16,7 @@ from ..device import resolve_device
 from ..io import write_parquet
 from ..layout import partition_keys, shard
 from ..results import Games
-from ..sparsification import check_matching, explain
+from ..sparsification import check_convergence, check_matching, explain
 from ..spec import SparsifySettings
 from .common import FORMATTER, add_settings, log, set_threads, settings
 
@@ -53,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         result = explain(games, s.sparsify, device=device)
         check_matching(result, s.matching_tolerance)
+        check_convergence(result, s.max_gap)
         write_parquet(result.to_frame(), _target(path, args))
         diag = result.interactions.diagnostics
         log(
             f"{path}: {result.batch_size} games, n={result.n_players}, "
             f"{time.perf_counter() - start:.1f}s (sparsify); L1 even {diag.l1_even.mean():.3f} → final "
-            f"{diag.l1_final.mean():.3f} ({diag.method}); max matching error {diag.matching_error.max():.2e}"
+            f"{diag.l1_final.mean():.3f} ({diag.method}, {diag.form}); max matching error "
+            f"{diag.matching_error.max():.2e}; converged {int(diag.converged.sum())}/{result.batch_size}, "
+            f"max gap {float(diag.gap.max()):.2e}"
         )
     return 0

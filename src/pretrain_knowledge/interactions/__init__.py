@@ -27,12 +27,16 @@ from .transforms import (
 from .values import Interactions, SparsifyDiagnostics
 
 __all__ = [
+    "FORMS",
+    "METHODS",
+    "SPARSIFY_OPTIONS",
     "Interactions",
     "SparsifyDiagnostics",
     "and_transform",
     "coalition_orders",
     "inverse_and_transform",
     "inverse_or_transform",
+    "max_players",
     "moebius_transform",
     "n_players_of",
     "or_transform",
@@ -42,7 +46,10 @@ __all__ = [
 ]
 
 
+_LAZY = ("FORMS", "METHODS", "SPARSIFY_OPTIONS", "max_players", "sparsify")
+
+
 def __getattr__(name: str) -> Any:
-    if name == "sparsify":
-        return importlib.import_module(f"{__name__}.sparsity").sparsify
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.sparsity"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
