@@ -38,6 +38,15 @@ REMOTE_RULES = {"prepare_data", "pretrain", "probe", "finetune", "scratch", "scr
 # one thread each is also what tiny models train fastest with, on 2 shared cores.
 MAX_THREADS = 1
 RUN_TIMEOUT_S = 540
+# The SLURM run builds every remote rule's outputs for two shards, not the whole DAG: every stage
+# that runs on the cluster runs there at least once, in a few minutes of CI (the whole tiny DAG
+# is ~90 SLURM jobs). The local stages after them (knowledge, figures) are tested on the local run.
+EXPERIMENT = "synthetic-small_cnn-s0"
+TARGETS = (
+    f"results/{EXPERIMENT}/metrics.parquet",
+    f"results/{EXPERIMENT}/interactions/model=finetune/epoch=2/shard-0.parquet",
+    f"results/{EXPERIMENT}/interactions/model=scratch/epoch=2/shard-1.parquet",
+)
 # Columns that measure the machine, not the model.
 TIMING_COLUMNS = {"seconds"}
 
@@ -163,7 +172,7 @@ def runs(slurm_cluster: SlurmCluster, tiny_run: dict, tmp_path_factory: pytest.T
     """The tiny config through `--profile slurm`, and the shared local run of the same config."""
     slurm_dir = _workdir(tmp_path_factory.mktemp("slurm-run"))
     # The partition comes from the environment, as a user would set it (slurm/config.yaml).
-    slurm = _snakemake(slurm_dir, *_slurm_args(), env=_env(SBATCH_PARTITION=GPU_PARTITION))
+    slurm = _snakemake(slurm_dir, *_slurm_args(*TARGETS), env=_env(SBATCH_PARTITION=GPU_PARTITION))
     assert slurm.returncode == 0, (
         f"SLURM run failed ({slurm.returncode}) after {slurm.seconds:.0f} s:\n"
         f"{slurm.log[-6000:]}\n{slurm_cluster.log_tail()}"
@@ -181,7 +190,7 @@ def test_every_remote_job_ran_as_a_slurm_job(runs: dict[str, Run], slurm_cluster
     local = {j.jobid: j for j in jobs.values() if j.local}
 
     assert {j.rule for j in remote.values()} == REMOTE_RULES
-    assert {j.rule for j in local.values()} >= {"all", "metrics", "knowledge"}
+    assert {j.rule for j in local.values()} == {"metrics"}
     assert not {j.rule for j in local.values()} & REMOTE_RULES
     assert set(submitted) == set(remote), "remote jobs without a SLURM submission, or vice versa"
 
@@ -212,14 +221,11 @@ def test_every_remote_job_ran_as_a_slurm_job(runs: dict[str, Run], slurm_cluster
 def test_slurm_outputs_equal_local_outputs(runs: dict[str, Run]):
     slurm = _parquet_tables(runs["slurm"].workdir / "results")
     local = _parquet_tables(runs["local"].workdir / "results")
-    assert sorted(slurm) == sorted(local)
-    assert any("/interactions/" in name for name in slurm), sorted(slurm)
-    for name, frame in local.items():
-        pd.testing.assert_frame_equal(slurm[name], frame, check_exact=True, obj=name)
-    figures = lambda run: sorted(  # noqa: E731
-        str(p.relative_to(run.workdir)) for p in (run.workdir / "results").rglob("*.png")
-    )
-    assert figures(runs["slurm"]) == figures(runs["local"]) != []
+    targets = {t.removeprefix("results/") for t in TARGETS}
+    assert targets <= set(slurm) and set(slurm) <= set(local), sorted(set(slurm) - set(local))
+    assert sum("/games/" in name for name in slurm) == 2, sorted(slurm)
+    for name, frame in slurm.items():  # every table the SLURM run wrote, bit for bit
+        pd.testing.assert_frame_equal(frame, local[name], check_exact=True, obj=name)
 
 
 @pytest.mark.slurm
