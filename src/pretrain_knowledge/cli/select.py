@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.images import load_task
+from ..data.text import TextTask, load_any_task
 from ..selection import make_selection
+from ..selection_text import make_text_selection
 from ..spec import SelectSettings
 from ..training import load_classifier
 from .common import FORMATTER, add_settings, log, set_threads, settings
@@ -31,20 +32,21 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     s = settings(SelectSettings, args.settings)
     set_threads(s.threads)
-    test = load_task(args.data).test
+    task = load_any_task(args.data)
     models = {name: load_classifier(path) for name, path in args.model}
     players = s.selection.players
-    selection = make_selection(
-        models,
-        test,
+    common = dict(
         per_class=s.selection.per_class,
         seed=s.seed,
         n_players=players.n,
-        patch_size=players.patch_size,
         rule=players.rule,
         rule_options=players.options,
         batch_size=s.selection.batch_size,
     )
+    if isinstance(task, TextTask):
+        selection = make_text_selection(models, task.test, max_words=int(task.info["max_words"]), **common)
+    else:
+        selection = make_selection(models, task.test, patch_size=players.patch_size, **common)
     selection.write(args.out, args.table)
     grid = selection.players.grid
     log(
