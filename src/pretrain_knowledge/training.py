@@ -10,6 +10,11 @@ Modes:
 - ``finetune``: the pretrained backbone with a new head; every layer trained.
 - ``scratch``: the same architecture from random initialisation, trained like ``finetune``.
 
+Text models (:mod:`pretrain_knowledge.models_text`) train in the same loop: their splits are
+tokenized once by the model's own tokenizer (:class:`~pretrain_knowledge.data.text.EncodedText`), and
+the loop reads any container through ``batch(idx, device) -> (inputs, labels)``; with ``weights``,
+pretrain stores the loaded language model as epoch 0.
+
 Every mode writes ``<out_dir>/epoch-000.pt`` before training and ``epoch-NNN.pt`` after each
 epoch: a dict of state_dicts plus a plain-dict ``config`` (torchvision-reference style), written
 atomically and loadable with ``torch.load(weights_only=True)``. Metrics go to one Parquet table
