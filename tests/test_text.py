@@ -298,6 +298,7 @@ def test_a_local_model_folder_loads_as_pretrained_weights(tmp_path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_stage_runs_on_the_tiny_bert(tmp_path) -> None:
     from pretrain_knowledge.game_text import play_text
     from pretrain_knowledge.plots import text_examples_figure
@@ -383,6 +384,7 @@ def test_pretraining_on_generated_text_helps_downstream(tmp_path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_paper_text_config_plans_the_grid(tmp_path) -> None:
     workdir = copy_repo(tmp_path / "repo")
     jobs = planned_jobs(workdir, "--configfile", "config/paper-text.yaml")
