@@ -298,7 +298,6 @@ def test_a_local_model_folder_loads_as_pretrained_weights(tmp_path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_every_stage_runs_on_the_tiny_bert(tmp_path) -> None:
     from pretrain_knowledge.game_text import play_text
     from pretrain_knowledge.plots import text_examples_figure

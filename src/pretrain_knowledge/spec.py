@@ -16,6 +16,10 @@ cross-field rules (players vs the grid and the solver's limit, patch size vs ima
 samples, rule and source options, architectures vs image sizes) — so that a config error never
 reaches a job after Snakemake has deleted that job's previous outputs.
 
+Text experiments (a text source with a text architecture) are checked the same way: the
+modalities must agree, players are words by rule ``words`` on the ``1 × max_words`` grid, and the
+image keys do not apply.
+
 This module imports no torch (see :mod:`pretrain_knowledge.catalog`).
 """
 

@@ -395,8 +395,10 @@ def _initial_text_model(
 ) -> tuple[TextClassifier, dict[str, Any]]:
     """The epoch-0 text model of a mode. Pre-training with ``weights`` is loading the pre-trained
     language model (its MLM encoder) as epoch 0, exactly as ImageNet weights are for images; its
-    head (two classes) is a placeholder that probe and finetune replace."""
-    if cfg.mode in ("pretrain", "scratch"):
+    head (two classes) is a placeholder that probe and finetune replace. A mode without ``init``
+    starts fresh (its weights random unless pretrain loads ``weights``), one with ``init`` from
+    that checkpoint, so further modes need no text-specific case here."""
+    if cfg.init is None:
         vocabulary = (data_info or {}).get("vocabulary")
         weights = cfg.weights if cfg.mode == "pretrain" else None
         classes = 2 if train is None else train.num_classes
