@@ -31,6 +31,8 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/knowledge.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/sensitivity.smk"
+include: "workflow/rules/claims.smk"
 
 
 # Cheap rules run on the submit host under `--profile slurm` (see slurm/config.yaml).
@@ -40,6 +42,12 @@ localrules:
     knowledge,
     figure_knowledge,
     figure_learnability,
+    figure_benefit,
+    figure_convergence,
+    figure_sensitivity,
+    sensitivity,
+    claims,
+    figure_claims,
     figure_similarity,
     figure_training,
     figure_examples,

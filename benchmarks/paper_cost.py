@@ -1,109 +1,145 @@
-"""Cost of config/paper.yaml: counted forward passes per experiment, measured throughput, GPU-hours.
+"""Cost of config/paper.yaml: counted images per experiment, GPU-hours and disk.
 
     .venv/bin/python benchmarks/paper_cost.py [--measure] [--config config/paper.yaml]
 
-Counts come from the config itself (epochs, checkpoints, samples, players), merged over
-config/config.yaml and its per-dataset and per-architecture overrides as the workflow merges
-them, with the official split sizes of each dataset. A training image costs 3 forward-pass
-equivalents (forward + backward), an evaluated or masked image 1, a probe training image 1 (its
-backbone is frozen). ``--measure`` times fp32 forward passes of each architecture at 224² and the LP
-sparsification of a batch of n = 10 games, on the GPU when there is one, else on the CPU.
+Counts come from the experiment spec (pretrain_knowledge.spec: the config merged over
+config/config.yaml with every override, the controls and the converged scratch baseline) and the
+official split sizes of each dataset:
+
+* training images: every epoch of every mode that trains a whole network (finetune, scratch,
+  scratch_b, scratch_converged), forward and backward, timed at the training rate;
+* inference images: every frozen-backbone epoch of the probes (probe, random_probe), every
+  evaluation (the training split before training, the test split after every epoch), the
+  selection (the test split under every final downstream model), at the inference rate;
+* masked images: samples × 2^n per explained checkpoint, at the extraction rate (fp32).
+
+A training image is *one* image at a rate that already includes its backward pass (an earlier
+version counted it as 3 forward passes and divided by that rate: 3× too many hours).
+
+Disk: every kept checkpoint is a full fp32 state dict (parameters counted on the real torchvision
+architectures), plus the games and interaction shards (bytes per game measured on the default
+run at n = 10: 11.8 kB of games, 51.8 kB of interactions). ``training.keep: explained`` keeps only
+the checkpoints later stages read.
 
 GPU throughputs are *estimates* for one A100: ResNet-50's training rate is NVIDIA's published
 DGX-A100 figure (DeepLearningExamples, ResNet-50 v1.5, 1 GPU: 2470 img/s with AMP, 938 img/s
 TF32) halved for this project's simpler input pipeline; fp32/TF32 inference (extraction) is 3×
-the TF32 training rate (no backward), AMP inference twice that; VGG-16 and ViT-B/16 are scaled by their multiply-accumulates relative to
-ResNet-50 (torchvision: 4.09, 15.47, 17.56 GFLOPS), ViT's fp32 matmuls (no TF32 by default in
-PyTorch) at a further 1/2. Replace them with ``--gpu-rates`` once measured.
+the TF32 training rate (no backward), AMP inference twice that; the other architectures are
+scaled by their multiply-accumulates relative to ResNet-50 (torchvision: 4.09, 15.47, 17.56;
+ViT-S/16 4.61 GFLOPS), ViTs' fp32 matmuls (no TF32 by default in PyTorch) at a further 1/2.
+Replace them with ``--gpu-rates`` once measured (``--measure`` on a GPU node).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
-SPLITS = {  # official train / test images and classes
-    "cifar10": (50_000, 10_000, 10),
-    "cub200": (5_994, 5_794, 200),
-    "stanford_cars": (8_144, 8_041, 196),
+from pretrain_knowledge.spec import Experiment, downstream_classes, load_experiments  # noqa: E402
+from pretrain_knowledge.typed import merge  # noqa: E402
+
+SPLITS = {  # official train / test images
+    "cifar10": (50_000, 10_000),
+    "cub200": (5_994, 5_794),
+    "stanford_cars": (8_144, 8_041),
 }
-GMACS = {"resnet50": 4.09, "vgg16": 15.47, "vit_b_16": 17.56}
+GMACS = {"resnet50": 4.09, "vgg16": 15.47, "vit_b_16": 17.56, "vit_s_16": 4.61}
+GAME_BYTES = 11_800
+INTERACTION_BYTES = 51_800
 _R50_TRAIN_AMP = 2470 / 2
 _R50_INFER = 3 * 938
 GPU_RATES = {  # img/s on one A100: (training with AMP, inference with AMP, extraction in fp32/TF32)
     arch: (
         _R50_TRAIN_AMP * GMACS["resnet50"] / macs,
         2 * _R50_INFER * GMACS["resnet50"] / macs,
-        _R50_INFER * GMACS["resnet50"] / macs * (0.5 if arch == "vit_b_16" else 1.0),
+        _R50_INFER * GMACS["resnet50"] / macs * (0.5 if arch.startswith("vit") else 1.0),
     )
     for arch, macs in GMACS.items()
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+FULL_TRAINING = ("finetune", "scratch", "scratch_b", "scratch_converged")
+FROZEN = ("probe", "random_probe")
 
 
 def load_config(path: Path) -> dict:
-    return _merge(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()), yaml.safe_load(path.read_text()))
+    return merge(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()), yaml.safe_load(path.read_text()))
 
 
 @dataclass(frozen=True)
-class Passes:
-    """Forward-pass equivalents of one experiment, by how they run."""
+class Cost:
+    """Images of one experiment by how they run, and what it stores."""
 
     experiment: str
     arch: str
     train: int
-    """Fine-tuning and scratch training images × 3 (forward + backward), with AMP."""
     infer: int
-    """Probe training (frozen backbone), every evaluation and the selection, with AMP."""
     extract: int
-    """Masked images of every explained checkpoint, in fp32."""
     samples: int
     checkpoints: int
+    """Explained checkpoints (one game per sample each)."""
+    kept: int
+    """Checkpoint files kept on disk."""
+    checkpoint_bytes: int
+    shard_bytes: int
 
     def gpu_hours(self, rates: tuple[float, float, float]) -> float:
         train, infer, extract = rates
         return (self.train / train + self.infer / infer + self.extract / extract) / 3600
 
+    @property
+    def disk_bytes(self) -> int:
+        return self.checkpoint_bytes + self.shard_bytes
 
-def count(config: dict) -> list[Passes]:
-    out = []
-    for grid in config["experiments"]:
-        for dataset in grid["datasets"]:
-            for arch in grid["architectures"]:
-                for seed in grid.get("seeds", [0]):
-                    settings = {k: config[k] for k in ("training", "selection", "extraction")}
-                    for source in (config["datasets"][dataset], config["architectures"][arch]):
-                        settings = _merge(settings, {k: v for k, v in source.get("overrides", {}).items() if k in settings})
-                    n_train, n_test, classes = SPLITS[config["datasets"][dataset]["source"]]
-                    t = settings["training"]
-                    infer = n_train + (t["probe"]["epochs"] + 1) * n_test + t["probe"]["epochs"] * n_train
-                    train = 0
-                    explained = 1  # the pre-trained model, through its probe
-                    for mode in ("finetune", "scratch"):
-                        epochs = t[mode]["epochs"]
-                        train += 3 * epochs * n_train
-                        infer += n_train + (epochs + 1) * n_test
-                        wanted = {epochs + 1 + e if e < 0 else e for e in settings["extraction"]["checkpoints"]}
-                        explained += len(wanted | {epochs})
-                    infer += 3 * n_test  # selection classifies the test set with the three final models
-                    samples = classes * settings["selection"]["per_class"]
-                    games = samples * 2 ** settings["selection"]["players"]["n"]
-                    out.append(Passes(f"{dataset}-{arch}-s{seed}", arch, train, infer, games * explained, samples, explained))
-    return out
+
+@lru_cache(maxsize=None)
+def parameters(arch: str, classes: int) -> int:
+    """Parameters of the downstream model (its checkpoint takes 4 bytes each)."""
+    from pretrain_knowledge.models import build_model
+
+    return sum(p.numel() for p in build_model(arch, classes, image_size=224).parameters())
+
+
+def cost(e: Experiment, classes: int) -> Cost:
+    n_train, n_test = SPLITS[e.dataset.source]
+    downstream = [m for m in e.modes if m != "pretrain"]
+    train = sum(e.epochs(m) * n_train for m in e.modes if m in FULL_TRAINING)
+    infer = sum(e.epochs(m) * n_train for m in e.modes if m in FROZEN)
+    infer += sum(n_train + (e.epochs(m) + 1) * n_test for m in downstream)  # evaluations
+    infer += n_test * len(downstream)  # the selection classifies the test set under every final model
+    samples = classes * e.selection.per_class
+    explained = sum(len(e.explained_epochs(model)) for model in e.models)
+    games = samples * explained
+    keep = e.training.keep == "explained"
+    kept = 1 + sum(len(e.kept_epochs(m)) if keep else e.epochs(m) + 1 for m in downstream)  # 1: the ImageNet weights
+    return Cost(
+        experiment=e.name,
+        arch=e.architecture.model,
+        train=train,
+        infer=infer,
+        extract=games * 2**e.selection.players.n,
+        samples=samples,
+        checkpoints=explained,
+        kept=kept,
+        checkpoint_bytes=4 * parameters(e.architecture.model, classes) * kept,
+        shard_bytes=games * (GAME_BYTES + INTERACTION_BYTES),
+    )
+
+
+def count(config: dict) -> list[Cost]:
+    experiments = load_experiments(config).values()
+    text = sorted(e.name for e in experiments if e.modality == "text")
+    if text:  # no measured or published BERT rates to count them with
+        raise SystemExit(f"paper_cost.py counts image experiments only; {', '.join(text)} are text experiments")
+    return [cost(e, int(downstream_classes(e.dataset))) for e in experiments]
 
 
 def _device() -> str:
@@ -133,7 +169,10 @@ def measure_forward(threads: int = 2, repeats: int = 2) -> dict[str, float]:
     batch = 256 if device == "cuda" else 4
     rates = {}
     for arch in GMACS:
-        model = build_model(arch, 200, image_size=224).eval().to(device)
+        try:
+            model = build_model(arch, 200, image_size=224).eval().to(device)
+        except ValueError:  # an architecture this checkout does not have
+            continue
         x = torch.randn(batch, 3, 224, 224, device=device)
         with torch.inference_mode():
             model(x)  # warm-up
@@ -177,25 +216,26 @@ def main() -> None:
     args = parser.parse_args()
     rates = {**GPU_RATES, **{k: tuple(v) for k, v in (args.gpu_rates or {}).items()}}
     rows = count(load_config(args.config))
-    print("| experiment | samples | explained checkpoints | training passes (M) | inference passes (M) "
-          "| masked images (M) | A100 GPU-hours (estimate) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| experiment | samples | explained checkpoints | training images (M) | inference images (M) "
+          "| masked images (M) | A100 GPU-hours (estimate) | checkpoints kept | disk (GB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     total = 0.0
     for r in rows:
         hours = r.gpu_hours(rates[r.arch])
         total += hours
         print(f"| {r.experiment} | {r.samples} | {r.checkpoints} | {r.train / 1e6:.2f} | {r.infer / 1e6:.2f} "
-              f"| {r.extract / 1e6:.2f} | {hours:.1f} |")
+              f"| {r.extract / 1e6:.2f} | {hours:.1f} | {r.kept} | {r.disk_bytes / 1e9:.1f} |")
     print(f"| **total** | | | {sum(r.train for r in rows) / 1e6:.1f} | {sum(r.infer for r in rows) / 1e6:.1f} "
-          f"| {sum(r.extract for r in rows) / 1e6:.1f} | **{total:.0f}** |")
+          f"| {sum(r.extract for r in rows) / 1e6:.1f} | **{total:.0f}** | {sum(r.kept for r in rows)} "
+          f"| **{sum(r.disk_bytes for r in rows) / 1e9:.0f}** |")
     print("\nA100 rates used (img/s: train AMP, inference AMP, extraction fp32):")
     for arch, (a, b, c) in rates.items():
         print(f"  {arch}: {a:.0f}, {b:.0f}, {c:.0f}")
     if args.measure:
         device = _device()
-        rates = measure_forward()
+        measured = measure_forward()
         print(f"\nmeasured on {device} (fp32 forward, 224², batch {256 if device == 'cuda' else 4}):")
-        for arch, rate in rates.items():
+        for arch, rate in measured.items():
             print(f"  {arch}: {rate:.2f} img/s")
         seconds = measure_lp()
         print(f"LP sparsification of 16 games, n = 10, on {device}: {seconds:.1f} s")

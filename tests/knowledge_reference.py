@@ -103,3 +103,40 @@ def check_similarity(table: pd.DataFrame, shards: pd.DataFrame, ratio: float) ->
                 checked += 1
         assert table.loc[(model, last)]["weighted_jaccard"].eq(1.0).all()
     assert checked == len(table)
+
+
+def _share(a: pd.Series, b: pd.Series, by_strength: bool = False) -> pd.Series:
+    """Per sample: the part of set a (signed values) that b holds with the same sign."""
+    common = a.index.intersection(b.index)
+    same = common[np.sign(a[common].to_numpy()) == np.sign(b[common].to_numpy())]
+    weight = a.abs() if by_strength else pd.Series(1.0, index=a.index)
+    kept = weight[same].groupby(level="sample_id").sum()
+    total = weight.groupby(level="sample_id").sum()
+    return (kept.reindex(total.index, fill_value=0.0) / total).rename(None)
+
+
+def check_measures(measures: pd.DataFrame, shards: pd.DataFrame, ratio: float) -> int:
+    """The claim quantities that are shares of salient sets; returns how many values were checked."""
+    got = measures.set_index(["quantity", "sample_id"])["value"]
+    sets = {m: salient(shards, m, final(shards, m), ratio) for m in sorted(set(shards.model))}
+    parts = decompose(shards, ratio)
+    expected = {
+        "preserved_count": _share(sets["pretrain"], sets["finetune"]),
+        "preserved_strength": _share(sets["pretrain"], sets["finetune"], by_strength=True),
+        "scratch_shares_pretrain_count": _share(sets["pretrain"], sets["scratch"]),
+        "learnability": _share(parts["preserved"], sets["scratch"]),
+        "scratch_learns_new": _share(parts["new"], sets["scratch"]),
+    }
+    if "scratch_b" in sets:
+        expected["scratch_b_shares_scratch"] = _share(sets["scratch_b"], sets["scratch"])
+    if "random_probe" in sets:
+        expected["random_probe_preserved_count"] = _share(sets["random_probe"], sets["finetune"])
+    checked = 0
+    for quantity, values in expected.items():
+        for sample, value in values.items():
+            assert got[(quantity, sample)] == pytest.approx(value, abs=1e-12), (quantity, sample)
+            checked += 1
+        # Samples whose set is empty have no ratio.
+        empty = set(got[quantity].index) - set(values.index)
+        assert all(np.isnan(got[(quantity, s)]) for s in empty), quantity
+    return checked

@@ -308,10 +308,9 @@ def test_frames_have_stable_dtypes() -> None:
     members = K.members_frame(dec, ids)
     assert len(members) == sum(int(dec.total_count(k).sum()) for k in K.KINDS)
     assert members["sign"].dtype == np.int8 and members["coalition"].dtype == np.int64
-    sim = K.similarity_frame(
-        K.weighted_jaccard(pre, fine), K.salient_iou(dec.pretrain, dec.finetune), ids
-    )
-    assert list(sim.columns) == ["sample_id", "weighted_jaccard", "salient_iou"]
+    sim = K.similarity_frame(K.similarity(pre, fine, dec.pretrain, dec.finetune), ids)
+    assert list(sim.columns) == ["sample_id", "weighted_jaccard", "scale_free_jaccard", "salient_iou"]
+    assert all(sim[c].dtype == np.float64 for c in sim.columns[1:])
 
 
 def test_bad_input_is_refused_with_a_reason() -> None:

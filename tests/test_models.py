@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 import torch
 import torchvision.models as tvm
 
 from pretrain_knowledge import models as M
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -119,3 +124,55 @@ def test_weights_need_three_channels_and_a_torchvision_arch(tmp_path):
         M.build_model("small_cnn", 10, weights="imagenet")
     with pytest.raises(ValueError, match="unknown architecture"):
         M.build_model("resnet19", 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# ViT-S/16 from a timm-layout file
+# ----------------------------------------------------------------------------------------------
+
+
+def _timm_vit_forward(state: dict[str, torch.Tensor], x: torch.Tensor, heads: int = 6) -> torch.Tensor:
+    """A pre-norm ViT written from timm's key names alone: the reference the mapped model must match."""
+    ln = lambda t, p: torch.nn.functional.layer_norm(t, t.shape[-1:], state[f"{p}.weight"], state[f"{p}.bias"], 1e-6)
+    lin = lambda t, p: t @ state[f"{p}.weight"].T + state[f"{p}.bias"]
+    tokens = torch.nn.functional.conv2d(x, state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=16)
+    tokens = tokens.flatten(2).transpose(1, 2)
+    tokens = torch.cat([state["cls_token"].expand(len(x), -1, -1), tokens], dim=1) + state["pos_embed"]
+    blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    for i in range(blocks):
+        p = f"blocks.{i}"
+        q, k, v = lin(ln(tokens, f"{p}.norm1"), f"{p}.attn.qkv").chunk(3, dim=-1)
+        split = lambda t: t.reshape(*t.shape[:2], heads, -1).transpose(1, 2)
+        attn = torch.softmax(split(q) @ split(k).transpose(-1, -2) / split(q).shape[-1] ** 0.5, dim=-1)
+        mixed = (attn @ split(v)).transpose(1, 2).reshape(tokens.shape)
+        tokens = tokens + lin(mixed, f"{p}.attn.proj")
+        hidden = torch.nn.functional.gelu(lin(ln(tokens, f"{p}.norm2"), f"{p}.mlp.fc1"))
+        tokens = tokens + lin(hidden, f"{p}.mlp.fc2")
+    return lin(ln(tokens, "norm")[:, 0], "head")
+
+
+def test_vit_s_16_loads_timm_weights_and_computes_timms_forward(tmp_path):
+    from pretrain_knowledge.testing import write_random_weights
+
+    path = write_random_weights("vit_s_16", tmp_path / "vit_s_16.pth", seed=1)
+    state = torch.load(path, weights_only=True)
+    assert "blocks.11.attn.qkv.weight" in state  # the file is in timm's layout
+    model = M.build_model("vit_s_16", 1000, weights=path).eval()
+    # ViT-S/16: 22.05 M parameters with its 1000-class head (timm and DeiT report 22 M).
+    assert sum(p.numel() for p in model.parameters()) == sum(t.numel() for t in state.values()) == 22_050_664
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(x), _timm_vit_forward(state, x), atol=1e-4)
+    assert model.feature_dim == 384
+
+
+def test_vit_s_16_has_no_download_and_says_to_give_a_file():
+    from pretrain_knowledge.spec import ConfigError, load_experiments
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["architectures"] = {"vits": {"model": "vit_s_16", "weights": "imagenet"}}
+    name = next(iter(config["datasets"]))
+    config["datasets"][name].update(image_size=32, channels=3)
+    config["experiments"] = [{"datasets": [name], "architectures": ["vits"], "seeds": [0]}]
+    with pytest.raises(ConfigError, match="architectures.vits.weights: torchvision has no vit_s_16 weights"):
+        load_experiments(config)

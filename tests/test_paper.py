@@ -34,13 +34,13 @@ from conftest import copy_repo
 from pretrain_knowledge.data.images import IMAGENET_MEAN, load_task
 from pretrain_knowledge.data.prepare import prepare_split
 from pretrain_knowledge.data.sources import open_source
+from pretrain_knowledge import layout
 from pretrain_knowledge import testing as F
 from pretrain_knowledge import models as M
 from pretrain_knowledge import players as P
 from pretrain_knowledge.data import ImageAnnotation, PartLocation
 from pretrain_knowledge.game import PatchGrid
 from pretrain_knowledge.players import PLAYER_RULES, SampleContext, sample_rng
-from pretrain_knowledge.layout import MODELS
 from pretrain_knowledge.selection import choose_players
 from pretrain_knowledge.spec import load_experiments
 
@@ -395,14 +395,17 @@ def _merged(*files: Path) -> dict:
 def test_paper_config_is_the_papers_grid():
     config = _paper()
     grid = {(d, a) for e in config["experiments"] for d in e["datasets"] for a in e["architectures"]}
-    assert grid == {(d, a) for d in ("cifar10", "cub200", "stanford_cars") for a in ("resnet50", "vgg16", "vit_b_16")}
+    archs = ("resnet50", "vgg16", "vit_b_16", "vit_s_16")
+    assert grid == {(d, a) for d in ("cifar10", "cub200", "stanford_cars") for a in archs}
     rules = {"cifar10": "central", "cub200": "parts", "stanford_cars": "bbox"}
     for name, dataset in config["datasets"].items():
         assert dataset["source"] == name and dataset["image_size"] == 224
         assert dataset["normalization"] == "imagenet" and dataset["channels"] == 3
         assert dataset["overrides"]["selection"]["players"]["rule"] == rules[name]
     for name, arch in config["architectures"].items():
-        assert arch["model"] == name and arch["weights"] == "imagenet"
+        # torchvision's V1 weights, but ViT-S/16: a timm file (torchvision has none).
+        assert arch["model"] == name
+        assert arch["weights"] == ("imagenet" if name != "vit_s_16" else "data/weights/vit_small_patch16_224.augreg_in21k_ft_in1k.bin")
     assert config["selection"]["per_class"] == 2 and config["selection"]["players"]["n"] == 10
     assert 224 % config["selection"]["players"]["patch_size"] == 0
     # Every training mode's hyper-parameters come with a comment giving the reasons.
@@ -430,15 +433,18 @@ def _expected_jobs(config: dict) -> Counter:
     (model, checkpoint, shard), one job per experiment for every other rule."""
     jobs: Counter = Counter()
     for e in load_experiments(config).values():
-        explained = sum(len(e.explained_epochs(model)) for model in MODELS)
+        explained = sum(len(e.explained_epochs(model)) for model in e.models)
         jobs["games"] += explained * e.extraction.shards
         jobs["sparsify"] += explained * e.extraction.shards
-        for rule in ("pretrain", "probe", "finetune", "scratch", "metrics", "select",
-                     "knowledge", "figure_knowledge", "figure_similarity", "figure_training", "figure_examples"):
+        for rule in (*e.modes, "metrics", "select", "knowledge", "sensitivity",
+                     *(f"figure_{f}" for f in layout.EXPERIMENT_FIGURES)):
             jobs[rule] += 1
         jobs["prepare_data"] += 1 if e.weights else 2
-    jobs["figure_learnability"] = 1
-    jobs["all"] = 1
+        variants = e.variants()
+        jobs["sensitivity_sparsify"] += sum(not v.startswith("salience=") for v in variants)
+        jobs["sensitivity_measures"] += len(variants)
+    for rule in ("claims", "all", *(f"figure_{f}" for f in layout.GLOBAL_FIGURES)):
+        jobs[rule] = 1
     return jobs
 
 
@@ -457,7 +463,9 @@ def test_dry_run_builds_the_full_paper_dag_quickly(tmp_path):
             counts[match.group(1)] = int(match.group(2))
     expected = _expected_jobs(_paper())
     assert counts == expected
-    assert expected["games"] == 3 * 19 + 6 * 23 * 4  # CIFAR: 1 + 2×9 checkpoints; CUB, Cars: (1 + 2×11) × 4 shards
+    # Four architectures. CIFAR: pretrain + 2 × 9 checkpoints + 2 controls + the converged
+    # scratch baseline; CUB, Cars: (1 + 2 × 11 + 2 + 1) × 4 shards.
+    assert expected["games"] == 4 * 22 + 8 * 26 * 4
     print(f"\npaper DAG: {sum(counts.values())} jobs in {seconds:.1f}s: {dict(sorted(counts.items()))}")
 
 
@@ -468,7 +476,7 @@ def test_dry_run_builds_the_full_paper_dag_quickly(tmp_path):
 E2E = {
     "cub200-vit_b_16-s0": ("cub200", "vit_b_16", "parts"),
     "stanford_cars-resnet50-s0": ("stanford_cars", "resnet50", "bbox"),
-    "cifar10-vgg16-s0": ("cifar10", "vgg16", "central"),
+    "cifar10-vit_s_16-s0": ("cifar10", "vit_s_16", "central"),
 }
 
 
@@ -476,7 +484,7 @@ E2E = {
 def paper_run(tmp_path_factory: pytest.TempPathFactory):
     workdir = copy_repo(tmp_path_factory.mktemp("paper"))
     make = [sys.executable, "-m", "pretrain_knowledge", "make-fixtures", "--out", "fixtures", "--classes", "2",
-            "--train-per-class", "24", "--test-per-class", "4", "--weights", "resnet50", "vgg16", "vit_b_16"]
+            "--train-per-class", "24", "--test-per-class", "4", "--weights", "resnet50", "vit_b_16", "vit_s_16"]
     env = {"PYTHONPATH": str(workdir / "src")}
     proc = subprocess.run(make, cwd=workdir, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, **env})
@@ -499,9 +507,15 @@ def test_paper_run_writes_every_table_and_figure(paper_run):
     for experiment in E2E:
         metrics = pd.read_parquet(root / experiment / "metrics.parquet")
         # ImageNet weights are loaded, not trained: pretrain has no metrics rows.
-        assert set(metrics["model"].astype(str)) == {"probe", "finetune", "scratch"}
+        assert set(metrics["model"].astype(str)) == {"probe", "finetune", "scratch", "scratch_converged"}
         final = metrics[metrics["split"].astype(str) == "test"].groupby("model", observed=True)["epoch"].max()
-        assert final.to_dict() == {"probe": 3, "finetune": 3, "scratch": 6 if "resnet50" in experiment else 3}
+        resnet = "resnet50" in experiment
+        assert final.to_dict() == {"probe": 3, "finetune": 3, "scratch": 6 if resnet else 3,
+                                   "scratch_converged": 7 if resnet else 4}
+        # The lab's selection rule: correct under probe and finetune; scratch's outcome is a covariate.
+        samples = pd.read_parquet(root / experiment / "selection" / "samples.parquet")
+        assert samples["correct_probe"].all() and samples["correct_finetune"].all()
+        assert {"correct_scratch", "correct_scratch_converged"} <= set(samples.columns)
         for table in ("decomposition", "learnability", "similarity"):
             assert len(pd.read_parquet(root / experiment / "knowledge" / f"{table}.parquet")) > 0
         for figure in ("knowledge", "similarity", "training", "examples"):
@@ -518,6 +532,8 @@ def test_paper_run_loaded_the_weights_files_into_the_real_architectures(paper_ru
     for experiment, (_, arch, _) in E2E.items():
         results = paper_run["dir"] / "results" / experiment
         weights = torch.load(paper_run["dir"] / "fixtures" / "weights" / f"{arch}.pth", weights_only=True)
+        if arch == "vit_s_16":  # timm's layout, under torchvision's names once loaded
+            weights = M.timm_vit_to_torchvision(weights)
         pretrain = load_checkpoint(results / "checkpoints" / "pretrain" / "epoch-000.pt")
         assert pretrain.config["model"] == {"arch": arch, "num_classes": 1000, "in_channels": 3, "image_size": 224}
         backbone = {k.removeprefix("backbone."): v for k, v in pretrain.model_state.items() if k.startswith("backbone.")}
@@ -527,7 +543,7 @@ def test_paper_run_loaded_the_weights_files_into_the_real_architectures(paper_ru
         finetune = load_checkpoint(results / "checkpoints" / "finetune" / "epoch-000.pt")
         assert finetune.config["model"]["arch"] == arch and finetune.config["model"]["num_classes"] == 2
         # ViT's position embeddings were resized to the 32-px overlay images; CNNs take any size.
-        assert finetune.config["model"]["image_size"] == (32 if arch == "vit_b_16" else 224)
+        assert finetune.config["model"]["image_size"] == (32 if arch.startswith("vit") else 224)
 
 
 @pytest.mark.slow
@@ -564,7 +580,7 @@ def test_paper_run_interactions_match_their_games(paper_run):
     for experiment in E2E:
         results = paper_run["dir"] / "results" / experiment
         frame = pd.read_parquet(results / "interactions")
-        assert set(frame["model"].astype(str)) == {"pretrain", "finetune", "scratch"}
+        assert set(frame["model"].astype(str)) == {"pretrain", "finetune", "scratch", "scratch_converged"}
         assert frame["matching_error"].max() < 1e-6 and np.isfinite(frame["value"]).all()
         assert set(frame["coalition"]) == set(range(16)) and (frame["image_height"] == 32).all()
         players = Selection.load(results / "selection" / "selection.pt").players.patch_ids

@@ -233,3 +233,33 @@ def test_games_round_trip_bit_exact_in_any_row_order(tmp_path: Path) -> None:
     assert back.grid == games.grid
     with pytest.raises(ValueError, match=r"one row per \(sample_id, coalition\)"):
         R.Games.from_frame(pd.concat([frame, frame.iloc[:1]]))
+
+
+def test_to_shapiq_equals_shapiqs_own_moebius_transform() -> None:
+    """AND interactions with no noise (qthres = 0) of an AND-only decomposition are the Möbius
+    transform of the game; shapiq's ExactComputer computes that independently."""
+    from shapiq import ExactComputer
+
+    n = 5
+    rng = np.random.default_rng(0)
+    v = torch.tensor(rng.normal(size=(1, 1 << n)))
+    result = GameBatchResult(
+        sample_ids=torch.tensor([7]), labels=torch.tensor([0]), players=torch.arange(n)[None],
+        grid=PatchGrid(8, 8, 2), interactions=sparsify(v, qthres=0.0, method="reference", niter=1),
+    )  # fmt: skip
+    mine = R.to_shapiq(result.to_frame())
+    masks = np.array([[c >> i & 1 for i in range(n)] for c in range(1 << n)], dtype=bool)
+
+    def game(coalitions: np.ndarray) -> np.ndarray:
+        index = (coalitions.astype(np.int64) * (1 << np.arange(n))).sum(axis=1)
+        return v[0].numpy()[index]
+
+    reference = ExactComputer(game, n_players=n)("Moebius")
+    for coalition, mask in enumerate(masks):
+        key = tuple(np.flatnonzero(mask))
+        and_part = float(result.interactions.I_and[0, coalition])
+        assert mine[key] == pytest.approx(and_part)
+        if len(key) >= 2:  # order ≤ 1 OR terms are merged into AND; higher ones are 0 here
+            assert mine[key] == pytest.approx(reference[key], abs=1e-9) or abs(float(result.interactions.I_or[0, coalition])) > 0
+    with pytest.raises(ValueError, match="pass sample_id"):
+        R.to_shapiq(pd.concat([result.to_frame(), make_result(1, b=1, n=n).to_frame()]))

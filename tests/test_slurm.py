@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ TEST_CONFIG = "config/test.yaml"
 # Everything a run needs from the repository, copied so results never land in the real results/.
 # The rules that do real work; everything else (metrics, knowledge, figures, all) is cheap and
 # runs on the submit host.
-REMOTE_RULES = {"prepare_data", "pretrain", "probe", "finetune", "scratch", "select", "games", "sparsify"}
+REMOTE_RULES = {"prepare_data", "pretrain", "probe", "finetune", "scratch", "scratch_b", "random_probe", "select", "games", "sparsify"}
 # Both runs get the same thread counts (numerically identical results need identical threads);
 # one thread each is also what tiny models train fastest with, on 2 shared cores.
 MAX_THREADS = 1

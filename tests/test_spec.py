@@ -117,13 +117,18 @@ def test_command_line_values_are_understood() -> None:
 def test_expansion_merges_overrides_architecture_last() -> None:
     config = _config("config/paper.yaml")
     experiments = spec.load_experiments(config)
-    assert len(experiments) == 9
+    assert len(experiments) == 12
     vgg = experiments["cub200-vgg16-s0"]
     assert vgg.training.finetune.lr == 0.001 and vgg.training.finetune.epochs == 60
     assert vgg.selection.players.rule == "parts" and vgg.selection.players.options == {"min_overlap": 0.5}
     cifar = experiments["cifar10-vit_b_16-s0"]
     assert cifar.training.scratch.optimizer == "adamw" and cifar.training.scratch.epochs == 30
     assert cifar.epochs("pretrain") == 0  # ImageNet weights are stored, not trained
+    # ViT-S/16 shares ViT-B/16's recipes (a YAML anchor), and the converged baseline merges over scratch.
+    small = experiments["cifar10-vit_s_16-s0"]
+    assert small.training.scratch == cifar.training.scratch and small.training.finetune == cifar.training.finetune
+    converged = small.training.mode("scratch_converged")
+    assert (converged.epochs, converged.optimizer, converged.warmup_epochs) == (60, "adamw", 5)
 
 
 def test_stage_settings_hold_only_what_the_stage_reads() -> None:
@@ -151,3 +156,18 @@ def test_spec_imports_no_torch() -> None:
     code = "import sys; import pretrain_knowledge.spec; print(any(m == 'torch' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_converged_scratch_baseline_and_kept_checkpoints() -> None:
+    config = merge(_config(), {"training": {"scratch_converged": {"epochs": 20}, "keep": "explained"}})
+    e = next(iter(spec.load_experiments(config).values()))
+    assert "scratch_converged" in e.modes and "scratch_converged" in e.models
+    converged = e.training.mode("scratch_converged")
+    assert converged.epochs == 20 and converged.lr == e.training.scratch.lr
+    assert e.explained_epochs("scratch_converged") == [20]
+    assert e.train_settings("scratch_converged")["keep"] == [20]
+    assert e.train_settings("finetune")["keep"] == e.explained_epochs("finetune")
+    assert e.train_settings("probe")["keep"] == [e.epochs("probe")]
+    plain = next(iter(spec.load_experiments(_config()).values()))
+    assert "scratch_converged" not in plain.modes and plain.train_settings("scratch")["keep"] is None
+    assert "training.scratch_converged.epoch" in _error({"training": {"scratch_converged": {"epoch": 3}}})

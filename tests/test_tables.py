@@ -16,7 +16,7 @@ from pretrain_knowledge.spec import KnowledgeSpec
 from pretrain_knowledge.tables import describe, knowledge_tables
 
 N, SAMPLES = 5, 6
-EPOCHS = {"pretrain": [3], "finetune": [0, 1, 3], "scratch": [0, 2, 3]}
+EPOCHS = {"pretrain": [3], "finetune": [0, 1, 3], "scratch": [0, 2, 3], "scratch_b": [3], "random_probe": [3]}
 
 
 def _games(rng: np.random.Generator, base: np.ndarray, keep: float) -> torch.Tensor:
@@ -33,7 +33,7 @@ def interactions() -> pd.DataFrame:
     frames = []
     for model, epochs in EPOCHS.items():
         for epoch in epochs:
-            keep = 0.9 if model != "scratch" else 0.3
+            keep = 0.9 if model in ("pretrain", "finetune") else 0.3
             result = GameBatchResult(
                 sample_ids=torch.arange(SAMPLES) + 100,
                 labels=torch.zeros(SAMPLES, dtype=torch.int64),
@@ -61,6 +61,7 @@ def test_tables_equal_the_independent_recomputation(interactions: pd.DataFrame, 
     reference.check_decomposition_summary(tables["decomposition_summary"], plain, salience)
     reference.check_learnability(tables["learnability"], tables["learnability_summary"], plain, salience)
     reference.check_similarity(tables["similarity"], plain, salience)
+    assert reference.check_measures(tables["measures"], plain, salience) > 20
 
 
 def test_describe_gives_mean_sd_and_sem_per_group() -> None:
@@ -84,3 +85,24 @@ def test_summary_per_order_rows_sum_to_the_totals(interactions: pd.DataFrame) ->
 def test_a_missing_model_is_named(interactions: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"no interactions of models \['scratch'\]"):
         knowledge_tables(interactions[interactions["model"] != "scratch"])
+
+
+def test_faithfulness_of_a_planted_game() -> None:
+    """v = 3 + 2·[0 ∈ T] + 1·[{1,2} ⊆ T]: all terms salient → exact; only the strongest → the
+    reconstruction misses the pair term, an error of 1 on the coalitions that hold {1, 2}."""
+    from pretrain_knowledge.knowledge import salient_sets
+    from pretrain_knowledge.tables import faithfulness
+
+    a = torch.zeros(1, 8, dtype=torch.float64)
+    a[0, 0], a[0, 0b001], a[0, 0b110] = 3.0, 2.0, 1.0
+    inter = sparsify(zeta_transform(a), qthres=0.0)
+    whole = faithfulness(inter, salient_sets(inter, ratio=0.1))
+    assert float(whole["salient_max_error"][0]) == pytest.approx(0.0, abs=1e-8)
+    assert float(whole["salient_r2"][0]) == pytest.approx(1.0)
+    assert float(whole["v_span"][0]) == pytest.approx(3.0) and float(whole["n_salient_and"][0]) == 2
+    strongest = faithfulness(inter, salient_sets(inter, ratio=0.6))
+    assert float(strongest["salient_max_error"][0]) == pytest.approx(1.0 / 3.0, abs=1e-8)
+    v = zeta_transform(a)[0]
+    expected_r2 = 1 - 2 * 1.0 / float(((v - v.mean()) ** 2).sum())  # two coalitions hold {1, 2}
+    assert float(strongest["salient_r2"][0]) == pytest.approx(expected_r2)
+    assert float(whole["q_at_bound"][0]) == 0.0

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from conftest import REPO, copy_repo, planned_jobs, snakemake
-from pretrain_knowledge import catalog, players as P
+from pretrain_knowledge import catalog, layout, players as P
 from pretrain_knowledge.data import available_sources
 from pretrain_knowledge.data.prepare import prepare_text_task
 from pretrain_knowledge.data.sources import open_source
@@ -181,12 +181,18 @@ def test_spec_pairs_text_sources_with_text_models_and_the_words_rule() -> None:
     experiment = load_experiments(text)[EXPERIMENT]
     assert experiment.selection.players.patch_size == 1 and experiment.max_words == 16
     assert experiment.games_settings()["text_baseline"] == "mask"
+    # Text experiments train the controls and the converged baseline like image ones.
+    assert experiment.modes == layout.MODES and experiment.models == layout.MODELS
+    assert experiment.train_settings("scratch_b")["seed"] == experiment.seed + experiment.controls.seed_offset
+    assert experiment.train_settings("random_probe")["text_model"] == experiment.weights
+    assert experiment.train_settings("scratch_converged")["epochs"] == 10
     assert "text_baseline" not in load_experiments(base)["fmnist-small_cnn-s0"].games_settings()
     cases = [
         ({"architectures": {"tiny_bert": {"model": "small_cnn"}}}, "pair sources and architectures"),
         ({"selection": {"players": {"rule": "central"}}}, "use rule 'words'"),
         ({"architectures": {"tiny_bert": {"weights": "bert-base-uncased"}}}, "no pre-trained weights"),
         ({"training": {"finetune": {"augment": "flip_crop"}}}, "no augmentation"),
+        ({"training": {"scratch_converged": {"augment": "crop"}}}, "no augmentation"),
         ({"selection": {"players": {"n": 9}}, "datasets": {"gtext": {"options": {"max_words": 8}}}}, "max_words"),
         ({"datasets": {"gtext": {"image_size": 32}}}, "has no images"),
     ]
@@ -314,14 +320,24 @@ def test_every_stage_runs_on_the_tiny_bert(tmp_path) -> None:
     train(TrainConfig(mode="pretrain", **common), up.train, up.test, tmp_path / "pretrain", data_info=up.info)
     init = str(tmp_path / "pretrain" / "epoch-002.pt")
     finals = {}
-    for mode in ("probe", "finetune", "scratch"):
+    for mode in ("probe", "finetune", "scratch", "random_probe"):
         result = train(
-            TrainConfig(mode=mode, init=None if mode == "scratch" else init, **common),
+            TrainConfig(mode=mode, init=init if mode in ("probe", "finetune") else None, **common),
             down.train, down.test, tmp_path / mode, data_info=down.info,
         )
         assert result.metrics["epoch"].max() == 2
+        assert result.predictions.groupby("epoch").size().eq(len(down.test)).all()
         finals[mode] = load_classifier(tmp_path / mode / "epoch-002.pt")
     assert finals["probe"].encoder.vocabulary == finals["scratch"].encoder.vocabulary
+    # random_probe: a random backbone (not the pre-trained one), frozen; only its head trains.
+    start = load_classifier(tmp_path / "random_probe" / "epoch-000.pt")
+    pretrained = load_classifier(init)
+    for name, value in finals["random_probe"].backbone.state_dict().items():
+        assert torch.equal(value, start.backbone.state_dict()[name]), name
+    assert any(
+        not torch.equal(v, pretrained.backbone.state_dict()[k]) for k, v in start.backbone.state_dict().items()
+    )
+    assert not torch.equal(finals["random_probe"].head.weight, start.head.weight)
     # Two epochs need not make the models right, which the selection demands; an oracle with the
     # same tokenizer stands in for them there (the games below use the trained model).
     encoded = finals["finetune"].encoder.encode_set(down.test)
@@ -337,12 +353,19 @@ def test_every_stage_runs_on_the_tiny_bert(tmp_path) -> None:
             return torch.nn.functional.one_hot(torch.tensor([truth[tuple(r.tolist())] for r in ids]), 2).float()
 
     oracle = {m: Oracle() for m in finals}
-    selection = make_text_selection(oracle, down.test, per_class=1, seed=0, n_players=3, max_words=16)
+    selection = make_text_selection(
+        oracle, down.test, per_class=1, seed=0, n_players=3, max_words=16, correct_under=["probe", "finetune"]
+    )
+    assert selection.correct_under == ("probe", "finetune") and set(selection.correct) == set(finals)
+    with pytest.raises(ValueError, match="correct_under"):
+        make_text_selection(oracle, down.test, per_class=1, seed=0, n_players=3, max_words=16, correct_under=["x"])
     selection.write(tmp_path / "selection.pt", tmp_path / "samples.parquet")
     loaded = load_selection(tmp_path / "selection.pt")
     assert isinstance(loaded, TextSelection) and loaded.words == selection.words
     table = pd.read_parquet(tmp_path / "samples.parquet")
     assert table["patch_size"].eq(1).all() and table["player_rows"].map(set).eq({0}).all()
+    assert all(table[f"correct_{m}"].all() for m in finals)  # the oracle is always right
+    assert loaded.correct_under == ("probe", "finetune")
     games = play_text(finals["finetune"], loaded, loaded.sample_ids, batch_size=5, progress=False)
     assert (games.grid.height, games.grid.width, games.grid.patch_size) == (1, 16, 1)
     assert Games.from_frame(games.to_frame()).v.equal(games.v)
@@ -388,6 +411,8 @@ def test_paper_text_config_plans_the_grid(tmp_path) -> None:
     workdir = copy_repo(tmp_path / "repo")
     jobs = planned_jobs(workdir, "--configfile", "config/paper-text.yaml")
     assert jobs["pretrain"] == jobs["finetune"] == jobs["scratch"] == jobs["select"] == 2
+    assert jobs["scratch_b"] == jobs["random_probe"] == jobs["scratch_converged"] == 2
+    assert jobs["claims"] == 1 and jobs["sensitivity"] == 2
     assert jobs["prepare_data"] == 2  # downstream only: pre-training is loading MLM weights
     assert jobs["games"] == jobs["sparsify"] and jobs["games"] > 2
 
@@ -399,11 +424,12 @@ def test_whole_dag_on_generated_text(tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     results = workdir / "results" / EXPERIMENT
     shards = pd.read_parquet(results / "interactions")
-    assert set(shards["model"].astype(str)) == {"pretrain", "finetune", "scratch"}
+    assert set(shards["model"].astype(str)) == set(layout.MODELS)
     assert shards[["image_height", "image_width", "patch_size"]].drop_duplicates().values.tolist() == [[1, 16, 1]]
     assert shards["matching_error"].max() < 1e-6
     samples = pd.read_parquet(results / "selection" / "samples.parquet")
     assert len(samples) == 10 and samples.groupby("label").size().eq(2).all()
+    assert {f"correct_{m}" for m in layout.MODES if m != "pretrain"} <= set(samples.columns)
     for ids, sentence in zip(samples["patch_ids"], samples["sentence"], strict=True):
         words = sentence.split()
         assert all(P.is_content_word(words[i]) for i in ids)
@@ -413,4 +439,8 @@ def test_whole_dag_on_generated_text(tmp_path) -> None:
 
     with Image.open(results / "figures" / "examples.png") as image:
         assert np.asarray(image.convert("L")).std() > 5
+    claims = pd.read_parquet(workdir / layout.claims_table())
+    assert set(claims["scope"]) == {EXPERIMENT}
+    assert {"random_probe preserved share", "scratch_b shares Ω_scratch (ceiling)"} <= set(claims["control"])
+    assert "scratch_converged" in (workdir / layout.claims_report()).read_text()
     assert planned_jobs(workdir, "--configfile", TEXT_CONFIG) == {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -288,3 +290,23 @@ def test_wrong_channel_count_for_init_is_explained(runs, tmp_path):
 
 def test_checkpoint_path_naming():
     assert checkpoint_path(Path("a/b"), 7) == Path("a/b/epoch-007.pt")
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
+    from pretrain_knowledge.training import lr_factor
+
+    factors = [lr_factor(step, total=10, warmup=4, schedule="cosine") for step in range(10)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 6)))
+    assert [lr_factor(s, 10, 2, "constant") for s in range(4)] == pytest.approx([0.5, 1.0, 1.0, 1.0])
+
+
+def test_keep_deletes_the_other_checkpoints_and_the_manifest_lists_the_kept(tasks, tmp_path):
+    cfg = TrainConfig(mode="scratch", **{**FAST, "epochs": 3}, keep=(1,))
+    result = train(cfg, tasks["downstream"].train, tasks["downstream"].test, tmp_path / "s",
+                   manifest_path=tmp_path / "s.json")  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["epoch-001.pt", "epoch-003.pt"]
+    assert [p.name for p in result.checkpoints] == ["epoch-001.pt", "epoch-003.pt"]
+    import json
+
+    assert sorted(json.loads((tmp_path / "s.json").read_text())["files"]) == ["epoch-001.pt", "epoch-003.pt"]

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 MODELS = ("pretrain", "finetune", "scratch")
 SALIENCE = 0.05
 
+TRAINING = {"pretrain", "probe", "finetune", "scratch", "scratch_b", "random_probe"}
 FIGURE_RULES = {
+    "figure_claims",
     "figure_knowledge",
     "figure_learnability",
     "figure_similarity",
@@ -176,6 +178,7 @@ EXPECTED_DTYPES = {
         "epoch": "int64",
         "sample_id": "int64",
         "weighted_jaccard": "float64",
+        "scale_free_jaccard": "float64",
         "salient_iou": "float64",
     },
     "knowledge/similarity_summary.parquet": {
@@ -186,12 +189,15 @@ EXPECTED_DTYPES = {
         "weighted_jaccard_mean": "float64",
         "weighted_jaccard_std": "float64",
         "weighted_jaccard_sem": "float64",
+        "scale_free_jaccard_mean": "float64",
+        "scale_free_jaccard_std": "float64",
+        "scale_free_jaccard_sem": "float64",
         "salient_iou_mean": "float64",
         "salient_iou_std": "float64",
         "salient_iou_sem": "float64",
     },
 }
-for _mode in ("pretrain", "probe", "finetune", "scratch"):
+for _mode in TRAINING:
     EXPECTED_DTYPES[f"training/{_mode}.parquet"] = {
         "model": "str",
         "epoch": "int64",
@@ -200,6 +206,32 @@ for _mode in ("pretrain", "probe", "finetune", "scratch"):
         "accuracy": "float64",
         "seconds": "float64",
     }
+    EXPECTED_DTYPES[f"training/{_mode}.predictions.parquet"] = {"epoch": "int64", "index": "int64", "correct": "bool"}
+    if _mode != "pretrain":
+        EXPECTED_DTYPES["selection/samples.parquet"][f"correct_{_mode}"] = "bool"
+
+EXPECTED_DTYPES["knowledge/measures.parquet"] = {
+    "experiment": "string",
+    "sample_id": "int64",
+    "quantity": "string",
+    "value": "float64",
+}
+
+FAITHFULNESS = ("v_span", "n_salient_and", "n_salient_or", "salient_max_error", "salient_r2", "q_at_bound")
+EXPECTED_DTYPES["knowledge/faithfulness.parquet"] = {
+    "experiment": "string",
+    "model": "category",
+    "epoch": "int64",
+    "sample_id": "int64",
+    **{c: "int64" if c.startswith("n_") else "float64" for c in FAITHFULNESS},
+}
+EXPECTED_DTYPES["knowledge/faithfulness_summary.parquet"] = {
+    "experiment": "string",
+    "model": "category",
+    "epoch": "int64",
+    "n_samples": "int64",
+    **{f"{c}_{s}": "float64" for c in FAITHFULNESS for s in ("mean", "std", "sem")},
+}
 
 INTERACTION_DTYPES = {
     "sample_id": "int64",
@@ -269,10 +301,11 @@ def test_results_readme_documents_every_column() -> None:
 def test_metrics_one_row_per_model_epoch_split(results: Path) -> None:
     metrics = pd.read_parquet(results / "metrics.parquet")
     config = tiny_config()["training"]
+    recipe = {"scratch_b": "scratch", "random_probe": "probe"}  # controls train with these recipes
     expected = {
         (mode, epoch, split)
-        for mode in ("pretrain", "probe", "finetune", "scratch")
-        for epoch in range(config[mode]["epochs"] + 1)
+        for mode in TRAINING
+        for epoch in range(config[recipe.get(mode, mode)]["epochs"] + 1)
         for split in ("train", "test")
     }
     got = set(zip(metrics["model"].astype(str), metrics["epoch"], metrics["split"].astype(str)))
@@ -373,6 +406,24 @@ def test_similarity_matches_an_independent_recomputation(results: Path, shards: 
     reference.check_similarity(table, shards, SALIENCE)
 
 
+def test_claims_table_estimates_are_the_means_of_the_measures(run: dict, results: Path) -> None:
+    from pretrain_knowledge.claims import CLAIMS, COLUMNS
+
+    table = pd.read_parquet(run["dir"] / "results" / "claims.parquet")
+    assert list(table.columns) == list(COLUMNS)
+    assert set(table["verdict"]) <= {"supported", "contradicted", "inconclusive", "n/a", "missing control"}
+    measures = pd.read_parquet(results / "knowledge" / "measures.parquet")
+    for claim in CLAIMS:
+        if claim.claim == "C0":
+            continue
+        rows = table[(table["measure"] == claim.measure) & (table["scope"] == EXPERIMENT)]
+        values = measures[measures["quantity"] == claim.quantity]["value"]
+        assert rows["estimate"].iloc[0] == pytest.approx(values.mean())  # pandas skips NaN, as the claims do
+        assert rows["n_samples"].iloc[0] == values.notna().sum() or claim.controls
+    report = (run["dir"] / "results" / "claims.md").read_text()
+    assert f"## {EXPERIMENT} (1 seed)" in report and "epochs to reach scratch's final test accuracy" in report
+
+
 # ----------------------------------------------------------------------------------------------
 # Figures and report
 # ----------------------------------------------------------------------------------------------
@@ -411,51 +462,46 @@ def test_report_renders_every_figure(run: dict) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-N_EXTRACT = 2 * (1 + 3 + 3)  # shards × (pretrain + finetune 0, 1, 2 + scratch 0, 1, 2)
+N_EXTRACT = 2 * (1 + 3 + 3 + 1 + 1)  # shards × (pretrain, finetune 0-2, scratch 0-2, scratch_b, random_probe)
 EXTRACT = {"games": N_EXTRACT, "sparsify": N_EXTRACT}
+
 
 
 def test_up_to_date_after_the_run(run: dict) -> None:
     assert planned_jobs(run["dir"], *CONFIG) == {}
 
 
+GLOBAL = {"claims", "figure_claims", "figure_learnability", "figure_convergence", "figure_sensitivity"}
+AFTER_KNOWLEDGE = {
+    "knowledge": 1,
+    "sensitivity_measures": 2,
+    "sensitivity": 1,
+    **{rule: 1 for rule in GLOBAL | (FIGURE_RULES - {"figure_training"})},
+    "all": 1,
+}
+"""What reruns once the interactions change: knowledge, every variant's measures (config/test.yaml
+has two variants), the claims and every figure drawn from them."""
+
+
 def test_salience_change_reruns_only_knowledge_and_figures(run: dict) -> None:
+    # 0.1 is a sensitivity variant of the test config: as the default it swaps with 0.05.
     args = overlay(run["dir"], "salience.yaml", {"knowledge": {"salience": 0.1}})
-    assert planned_jobs(run["dir"], *args) == {
-        "knowledge": 1,
-        "figure_knowledge": 1,
-        "figure_learnability": 1,
-        "figure_similarity": 1,
-        "figure_examples": 1,
-        "all": 1,
-    }
+    assert planned_jobs(run["dir"], *args) == AFTER_KNOWLEDGE
 
 
 def test_sparsification_change_reruns_sparsify_onward_and_no_games(run: dict) -> None:
+    # 0.02 is the test config's qthres variant: it becomes the default, 0.04 a variant to solve.
     args = overlay(run["dir"], "qthres.yaml", {"extraction": {"sparsify": {"qthres": 0.02}}})
-    assert planned_jobs(run["dir"], *args) == {
-        "sparsify": N_EXTRACT,
-        "knowledge": 1,
-        "figure_knowledge": 1,
-        "figure_learnability": 1,
-        "figure_similarity": 1,
-        "figure_examples": 1,
-        "all": 1,
-    }
+    assert planned_jobs(run["dir"], *args) == {"sparsify": N_EXTRACT, "sensitivity_sparsify": 1, **AFTER_KNOWLEDGE}
 
 
 def test_finetune_epochs_change_does_not_retrain_pretraining(run: dict) -> None:
     args = overlay(run["dir"], "epochs.yaml", {"training": {"finetune": {"epochs": 3}}})
     jobs = planned_jobs(run["dir"], *args)
     assert jobs == {
-        "finetune": 1,
-        "metrics": 1,
-        "select": 1,
-        **EXTRACT,
-        "knowledge": 1,
-        **{rule: 1 for rule in FIGURE_RULES},
-        "all": 1,
-    }
+        "finetune": 1, "metrics": 1, "select": 1, **EXTRACT, "sensitivity_sparsify": 1, **AFTER_KNOWLEDGE,
+        "figure_training": 1, "figure_benefit": 1,
+    }  # fmt: skip
 
 
 def test_more_seeds_add_experiments_without_touching_the_first(run: dict) -> None:
@@ -464,18 +510,16 @@ def test_more_seeds_add_experiments_without_touching_the_first(run: dict) -> Non
     jobs = planned_jobs(run["dir"], *args)
     one_experiment = {
         "prepare_data": 2,
-        "pretrain": 1,
-        "probe": 1,
-        "finetune": 1,
-        "scratch": 1,
+        **{mode: 1 for mode in TRAINING},
         "metrics": 1,
         "select": 1,
         **EXTRACT,
-        "knowledge": 1,
-        **{rule: 1 for rule in FIGURE_RULES},
-        "all": 1,
+        "sensitivity_sparsify": 1,
+        **AFTER_KNOWLEDGE,
+        "figure_training": 1,
+        "figure_benefit": 1,
     }
-    assert jobs == one_experiment  # s1 in full; of s0 only the cross-experiment figure
+    assert jobs == one_experiment  # s1 in full; of s0 only the cross-experiment claims and figures
     proc = snakemake(run["dir"], "-n", "--cores", "1", *args)
     assert "experiment=synthetic-small_cnn-s1" in proc.stdout
     assert f"experiment={EXPERIMENT}" not in proc.stdout
@@ -506,16 +550,8 @@ def test_comment_and_docstring_edits_rerun_nothing(run: dict, module: str) -> No
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("plots.py", {**{rule: 1 for rule in FIGURE_RULES}, "all": 1}),
-        (
-            "extraction.py",
-            {
-                **EXTRACT,
-                "knowledge": 1,
-                **{rule: 1 for rule in FIGURE_RULES - {"figure_training"}},
-                "all": 1,
-            },
-        ),
+        ("plots.py", {**{rule: 1 for rule in FIGURE_RULES | GLOBAL - {"claims"}}, "figure_benefit": 1, "all": 1}),
+        ("extraction.py", {**EXTRACT, "sensitivity_sparsify": 1, **AFTER_KNOWLEDGE}),
         ("interactions/sparsity.py", None),
         ("training.py", None),
     ],
@@ -523,7 +559,7 @@ def test_comment_and_docstring_edits_rerun_nothing(run: dict, module: str) -> No
 def test_library_code_change_reruns_the_stages_that_run_it(run: dict, module: str, expected: dict | None) -> None:
     jobs = _edited(run, module, "\n_EDIT = 1\n")
     if module == "training.py":  # every model retrains, data preparation does not
-        assert {"pretrain", "probe", "finetune", "scratch", "select", "games"} <= set(jobs)
+        assert TRAINING | {"select", "games"} <= set(jobs)
         assert "prepare_data" not in jobs
     elif module.startswith("interactions"):  # the solver: sparsify onward, no forward pass
         assert jobs.get("sparsify") == N_EXTRACT and "games" not in jobs and "pretrain" not in jobs

@@ -179,7 +179,10 @@ class ArchitectureInfo:
     size_multiple: int
     """The input side must be a multiple of this (16 for ViT patches)."""
     imagenet: str | None
-    """torchvision weights enum member used for ``weights: imagenet``; None: no ImageNet weights."""
+    """torchvision weights enum member used for ``weights: imagenet``; None: no download."""
+    weights_file: bool = True
+    """Whether ImageNet weights load from a local state-dict file (``weights: <path>``); text
+    architectures take a Hugging Face folder or name instead (``hub``)."""
     modality: str = "image"
     hub: str | None = None
     """Text: the Hugging Face name of its pre-trained (MLM) weights; None: no pre-trained weights."""
@@ -195,22 +198,24 @@ last whole word that fits (data.text)."""
 ARCHITECTURES: dict[str, ArchitectureInfo] = {
     a.name: a
     for a in (
-        ArchitectureInfo("small_cnn", "4 conv stages + global average pooling (128-d)", 28, 8, 1, None),
+        ArchitectureInfo("small_cnn", "4 conv stages + global average pooling (128-d)", 28, 8, 1, None, False),
         ArchitectureInfo("resnet18", "torchvision ResNet-18; 512-d pooled features", 224, 32, 1, "IMAGENET1K_V1"),
-        ArchitectureInfo("resnet50", "torchvision ResNet-50; 2048-d pooled features", 224, 32, 1, "IMAGENET1K_V2"),
+        ArchitectureInfo("resnet50", "torchvision ResNet-50; 2048-d pooled features", 224, 32, 1, "IMAGENET1K_V1"),
         ArchitectureInfo("vgg16", "torchvision VGG-16; 4096-d second FC layer", 224, 32, 1, "IMAGENET1K_V1"),
         ArchitectureInfo("vit_b_16", "torchvision ViT-B/16; 768-d class token", 224, 16, 16, "IMAGENET1K_V1"),
+        # torchvision has no ViT-S; its weights come from a file, in timm's layout or torchvision's.
+        ArchitectureInfo("vit_s_16", "ViT-S/16 (12 layers, 6 heads, 384-d); 384-d class token", 224, 16, 16, None),
         ArchitectureInfo(
             "bert_base", "Hugging Face BERT-base (12 layers, 768-d); features: the pooled [CLS] vector",
-            0, 0, 1, None, modality="text", hub="bert-base-uncased", family="bert",
+            0, 0, 1, None, weights_file=False, modality="text", hub="bert-base-uncased", family="bert",
         ),
         ArchitectureInfo(
             "distilbert", "Hugging Face DistilBERT (6 layers, 768-d); features: the [CLS] hidden state",
-            0, 0, 1, None, modality="text", hub="distilbert-base-uncased", family="distilbert",
+            0, 0, 1, None, weights_file=False, modality="text", hub="distilbert-base-uncased", family="distilbert",
         ),
         ArchitectureInfo(
             "tiny_bert", "a 2-layer, 32-d BERT with random weights and a vocabulary built from the data (tests)",
-            0, 0, 1, None, modality="text", family="bert",
+            0, 0, 1, None, weights_file=False, modality="text", family="bert",
         ),
     )
 }

@@ -16,6 +16,7 @@ the threshold comparisons reproducible across devices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from .interactions import Interactions, coalition_orders
 from .layout import INTERACTION_TYPES as TYPES
-from .layout import KINDS
+from .layout import KINDS, SIMILARITIES
 from .results import TYPE_DTYPE
 
 KIND_DTYPE = pd.CategoricalDtype(list(KINDS))
@@ -190,14 +191,21 @@ def _tilde(interactions: Interactions, include_empty: bool) -> Tensor:
     return torch.cat((stacked.clamp_min(0), (-stacked).clamp_min(0)), dim=-1).flatten(1)
 
 
-def weighted_jaccard(a: Interactions, b: Interactions, include_empty: bool = False) -> Tensor:
+def weighted_jaccard(
+    a: Interactions, b: Interactions, include_empty: bool = False, scale_free: bool = False
+) -> Tensor:
     """‖min(Ĩ_a, Ĩ_b)‖₁ / ‖max(Ĩ_a, Ĩ_b)‖₁ per sample, float64 (B,) (method.md §4, Figure 4).
 
     Splitting each interaction into positive and negative parts makes opposite-signed effects
     count as disagreement rather than cancel. S = ∅ is left out unless ``include_empty``, because
     it is a bias, not knowledge. Two all-zero games are identical, so their similarity is 1.
+    ``scale_free`` divides each Ĩ by its L1 norm first (method.md §7, C3): a model whose logits
+    only grow in scale then keeps a similarity of 1 to its final pattern.
     """
     ta, tb = _tilde(a, include_empty), _tilde(b, include_empty)
+    if scale_free:
+        ta = ta / ta.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        tb = tb / tb.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     if ta.shape != tb.shape:
         raise ValueError(
             "weighted_jaccard: games must cover the same samples and players, got shapes "
@@ -216,6 +224,40 @@ def salient_iou(a: SalientSet, b: SalientSet, match_sign: bool = True) -> Tensor
     _check_same_games(a, b, "salient_iou")
     inter = _matched(a, b, match_sign).flatten(1).sum(1)
     return _ratio_or(inter, a.count() + b.count() - inter, empty=1.0)
+
+
+def overlap(a: SalientSet, b: SalientSet, match_sign: bool = True) -> Tensor:
+    """int64 (B,): |Ω_a ∩ Ω_b| per sample (same type and S, and the same sign when ``match_sign``)."""
+    _check_same_games(a, b, "overlap")
+    return _matched(a, b, match_sign).flatten(1).sum(1)
+
+
+def overlap_strength(a: SalientSet, b: SalientSet, match_sign: bool = True) -> Tensor:
+    """float64 (B,): Σ|I_a| over Ω_a ∩ Ω_b — the part of a's strength that b shares."""
+    _check_same_games(a, b, "overlap_strength")
+    return torch.where(_matched(a, b, match_sign), a.values.abs(), 0.0).flatten(1).sum(1)
+
+
+def _positions(n: int) -> Tensor:
+    """float64 (n+1,): how many coalitions each order has, C(n, o)."""
+    return torch.tensor([math.comb(n, o) for o in range(n + 1)], dtype=torch.float64)
+
+
+def chance_overlap(a: SalientSet, b: SalientSet, match_sign: bool = True, strength: bool = False) -> Tensor:
+    """float64 (B,): the expected overlap of Ω_a with a set drawn at random with Ω_b's sizes.
+
+    The random set has, for every type and order, as many elements as Ω_b, placed uniformly among
+    the C(n, o) coalitions of that order, each with a random sign (method.md §7, chance). An element
+    of Ω_a of type t and order o then lies in it with probability m_{t,o} / C(n, o), and has its
+    sign with probability 1/2. ``strength`` weighs each element of Ω_a by its |I| (the expectation
+    of :func:`overlap_strength`) instead of counting it.
+    """
+    _check_same_games(a, b, "chance_overlap")
+    source = a.strength if strength else a.mask.to(torch.float64)
+    per_order = _by_order(source)  # (B, 2, n+1)
+    rate = _by_order(b.mask.to(torch.float64)) / _positions(a.n_players)
+    expected = (per_order * rate).flatten(1).sum(1)
+    return expected / 2 if match_sign else expected
 
 
 def _by_order(x: Tensor) -> Tensor:
@@ -423,15 +465,22 @@ def learnability_frame(
     )
 
 
-def similarity_frame(
-    weighted_jaccard: Tensor, salient_iou: Tensor, sample_ids: Tensor | Sequence[int] | None = None
-) -> pd.DataFrame:
-    """Per-sample table: sample_id int64, weighted_jaccard float64, salient_iou float64."""
-    ids = _sample_ids(sample_ids, int(weighted_jaccard.shape[0]))
+def similarity(a: Interactions, b: Interactions, set_a: SalientSet, set_b: SalientSet, match_sign: bool = True) -> dict[str, Tensor]:
+    """Every measure of :data:`SIMILARITIES` between two models' interactions, float64 (B,) each."""
+    return {
+        "weighted_jaccard": weighted_jaccard(a, b),
+        "scale_free_jaccard": weighted_jaccard(a, b, scale_free=True),
+        "salient_iou": salient_iou(set_a, set_b, match_sign),
+    }
+
+
+def similarity_frame(measures: dict[str, Tensor], sample_ids: Tensor | Sequence[int] | None = None) -> pd.DataFrame:
+    """Per-sample table: sample_id int64 and one float64 column per measure of :data:`SIMILARITIES`."""
+    first = next(iter(measures.values()))
+    ids = _sample_ids(sample_ids, int(first.shape[0]))
     return pd.DataFrame(
         {
             "sample_id": ids,
-            "weighted_jaccard": weighted_jaccard.detach().cpu().numpy().astype(np.float64),
-            "salient_iou": salient_iou.detach().cpu().numpy().astype(np.float64),
+            **{name: measures[name].detach().cpu().numpy().astype(np.float64) for name in SIMILARITIES},
         }
     )

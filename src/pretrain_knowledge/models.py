@@ -7,8 +7,10 @@ downstream classes (:func:`replace_head`), and both keep the same state-dict key
 
 Architectures: ``small_cnn`` (ours, for 28×28 grayscale on a laptop; any size ≥ 8 and any
 channel count), and torchvision's ``resnet18``, ``resnet50``, ``vgg16`` (inputs ≥ 32 px) and
-``vit_b_16`` (input side a multiple of 16). ImageNet weights come from a local file (a torchvision
-state dict of the same architecture) or, when online, torchvision's weights API.
+``vit_b_16`` (input side a multiple of 16), and ``vit_s_16``, ViT-S/16 built from torchvision's
+``VisionTransformer`` (torchvision ships no ViT-S). ImageNet weights come from a local file (a
+torchvision state dict of the same architecture; for ``vit_s_16`` also timm's layout, whose keys
+are mapped) or, when online, torchvision's weights API.
 
 Text architectures (``bert_base``, ``distilbert``, ``tiny_bert``) live in
 :mod:`pretrain_knowledge.models_text` with the same interface (``backbone``, ``head``,
@@ -118,9 +120,12 @@ def _build_small_cnn(in_channels: int, image_size: int) -> tuple[nn.Module, nn.L
 def _tv_model(name: str, image_size: int) -> nn.Module:
     import torchvision.models as tvm
 
-    if name == "vit_b_16":
+    if name.startswith("vit"):
         if image_size % 16:
-            raise ValueError(f"vit_b_16 needs an image size divisible by 16; got {image_size}")
+            raise ValueError(f"{name} needs an image size divisible by 16; got {image_size}")
+        if name == "vit_s_16":
+            # DeiT-S / timm vit_small_patch16_224: 12 layers, 6 heads of 64, MLP ratio 4.
+            return tvm.VisionTransformer(image_size, 16, num_layers=12, num_heads=6, hidden_dim=384, mlp_dim=1536)
         return tvm.vit_b_16(image_size=image_size)
     if name == "vgg16" and image_size < 32:
         raise ValueError(f"vgg16 needs images of at least 32 px (five 2× poolings); got {image_size}")
@@ -139,7 +144,7 @@ def _split_tv(name: str, model: nn.Module, in_channels: int) -> tuple[nn.Module,
         model.classifier[-1] = nn.Identity()
         if in_channels != 3:
             model.features[0] = nn.Conv2d(in_channels, 64, 3, padding=1)
-    elif name == "vit_b_16":
+    elif name.startswith("vit"):
         head = model.heads.head
         model.heads = nn.Identity()
         if in_channels != 3:
@@ -257,7 +262,9 @@ def load_imagenet_weights(
     else:
         path = Path(weights)
         state, origin = _read_state_dict(path), f"weights file {path}"
-    if arch == "vit_b_16" and "encoder.pos_embedding" in state and image_size != 224:
+    if arch == "vit_s_16" and "cls_token" in state:
+        state = timm_vit_to_torchvision(state)
+    if arch.startswith("vit") and "encoder.pos_embedding" in state and image_size != 224:
         from torchvision.models.vision_transformer import interpolate_embeddings
 
         state = interpolate_embeddings(image_size, 16, state)  # type: ignore[arg-type]
@@ -277,6 +284,53 @@ def load_imagenet_weights(
             f"{sorted(shapes)[:3]}. Is it a torchvision {arch} state dict?"
         )
     tv_model.load_state_dict(state)
+
+
+_TIMM_BLOCK = {  # timm ViT block keys -> torchvision EncoderBlock keys
+    "norm1": "ln_1",
+    "attn.qkv": "self_attention.in_proj",
+    "attn.proj": "self_attention.out_proj",
+    "norm2": "ln_2",
+    "mlp.fc1": "mlp.0",
+    "mlp.fc2": "mlp.3",
+}
+_TIMM_TOP = {
+    "cls_token": "class_token",
+    "pos_embed": "encoder.pos_embedding",
+    "patch_embed.proj.weight": "conv_proj.weight",
+    "patch_embed.proj.bias": "conv_proj.bias",
+    "norm.weight": "encoder.ln.weight",
+    "norm.bias": "encoder.ln.bias",
+    "head.weight": "heads.head.weight",
+    "head.bias": "heads.head.bias",
+}
+
+
+def timm_vit_to_torchvision(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A timm ViT state dict (``vit_small_patch16_224`` and kin) under torchvision's key names.
+
+    The tensors need no reshaping: timm's fused ``qkv`` projection stacks q, k and v in the same
+    order as ``nn.MultiheadAttention.in_proj``, and both use LayerNorm with eps 1e-6. Keys that
+    have no torchvision counterpart (e.g. ``fc_norm`` of a mean-pooled variant) stay as they are,
+    so loading reports them as unexpected instead of silently dropping them.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key in _TIMM_TOP:
+            out[_TIMM_TOP[key]] = value
+            continue
+        parts = key.split(".")
+        if parts[0] == "blocks" and len(parts) >= 4:
+            inner, leaf = ".".join(parts[2:-1]), parts[-1]
+            if inner in _TIMM_BLOCK:
+                name = _TIMM_BLOCK[inner]
+                if name == "self_attention.in_proj":  # MultiheadAttention's fused parameters
+                    out[f"encoder.layers.encoder_layer_{parts[1]}.{name}_{leaf}"] = value
+                else:
+                    out[f"encoder.layers.encoder_layer_{parts[1]}.{name}.{leaf}"] = value
+                continue
+        out[key] = value
+    return out
 
 
 def model_from_config(config: dict[str, Any]) -> Classifier:

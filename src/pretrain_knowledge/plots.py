@@ -24,7 +24,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from .claims import CLAIMS
 from .io import atomic_path
+from .layout import SIMILARITIES
+from .layout import group_of as layout_group
 from .selection import Selection
 
 KIND_ORDER = ["preserved", "discarded", "new"]
@@ -409,3 +412,137 @@ def text_examples_figure(selection: Any, members: pd.DataFrame, n_examples: int 
 def concat_tables(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """Concatenate Parquet tables that share a schema (e.g. one per experiment)."""
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+VERDICT_COLORS = {"supported": "#1b9e77", "contradicted": "#d95f02", "inconclusive": "#7f7f7f"}
+
+
+@_themed
+def claims_figure(table: pd.DataFrame) -> Figure:
+    """The claims as a forest plot: each claim's difference to each control with its 95 % interval.
+
+    One panel per pooled scope (or per experiment when nothing is pooled); colour is the verdict,
+    so the figure reads as the claims report at a glance. The paper's direction is marked on every
+    row (→ above the control, ← below).
+    """
+    tested = table[table["diff"].notna()]
+    scopes = [s for s in tested["scope"].unique() if str(s).startswith("pooled")] or list(tested["scope"].unique())
+    heights = [max(2.5, 0.32 * int((tested["scope"] == s).sum()) + 1) for s in scopes]
+    fig, axes = _subplots(len(scopes), 1, figsize=(10, sum(heights)), squeeze=False, height_ratios=heights)
+    directions = {f"{c.claim}|{c.measure}": c.direction for c in CLAIMS}
+    for ax, scope in zip(axes[:, 0], scopes, strict=True):
+        rows = tested[tested["scope"] == scope].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1]
+        for yi, row in zip(y, rows.itertuples(index=False), strict=True):
+            colour = VERDICT_COLORS.get(str(row.verdict), "#7f7f7f")
+            ax.plot([row.diff_ci_low, row.diff_ci_high], [yi, yi], color=colour, linewidth=2)
+            ax.plot(row.diff, yi, "o", color=colour)
+            arrow = "→" if directions.get(f"{row.claim}|{row.measure}", 0) > 0 else "←"
+            ax.text(1.01, yi, f"{arrow} {row.verdict}", transform=ax.get_yaxis_transform(), va="center",
+                    fontsize=7, color=colour)  # fmt: skip
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{r.claim} {r.measure}\nvs {r.control}" for r in rows.itertuples(index=False)], fontsize=7)
+        seeds = int(rows["n_seeds"].max()) if len(rows) else 0
+        ax.set_title(f"{scope}: difference to control, 95 % interval ({seeds} seed{'s' if seeds != 1 else ''})")
+        ax.set_xlabel("real − control (arrow: the paper's direction)")
+    fig.tight_layout()
+    return fig
+
+
+def _seed_lines(ax: Axes, data: pd.DataFrame, x: str, y: str, hue: str, palette: dict[str, str]) -> None:
+    """One thin line per experiment (seed) and the mean over seeds, thick, with ± one sd band."""
+    for (name, experiment), part in data.groupby([hue, "experiment"], observed=True):
+        curve = part.groupby(x)[y].mean()
+        ax.plot(curve.index, curve.to_numpy(), color=palette[str(name)], linewidth=0.8, alpha=0.45)
+    per_seed = data.groupby([hue, "experiment", x], observed=True)[y].mean().reset_index()
+    for name, part in per_seed.groupby(hue, observed=True):
+        stats_ = part.groupby(x)[y].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats_.index, stats_["mean"], color=palette[str(name)], linewidth=2.2, label=f"{name} (mean over seeds)")
+        ax.fill_between(stats_.index, stats_["mean"] - stats_["std"], stats_["mean"] + stats_["std"],
+                        color=palette[str(name)], alpha=0.15)  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+@_themed
+def convergence_figure(similarity: pd.DataFrame, measures: pd.DataFrame) -> Figure:
+    """Similarity to the final knowledge versus epoch over every seed (paper's Figure 4, C3).
+
+    ``similarity``: the similarity tables of all experiments (with ``experiment``); thin lines are
+    the seeds, thick lines their mean with ± one sd band; the dashed line is the noise floor, the
+    similarity of two scratch runs at their ends (``noise_floor_*`` of ``measures``).
+    """
+    data = similarity.assign(model=similarity["model"].astype(str), experiment=similarity["experiment"].astype(str))
+    data = data.assign(group=data["experiment"].map(layout_group))
+    groups = sorted(data["group"].unique())
+    fig, axes = _subplots(len(groups), len(SIMILARITIES), figsize=(4.2 * len(SIMILARITIES), 3.6 * len(groups)),
+                          squeeze=False, sharey=True)  # fmt: skip
+    floors = measures.assign(group=measures["experiment"].astype(str).map(layout_group))
+    for row, group in enumerate(groups):
+        part = data[data["group"] == group]
+        for col, name in enumerate(SIMILARITIES):
+            ax = axes[row, col]
+            _seed_lines(ax, part, "epoch", name, "model", MODEL_PALETTE)
+            floor = floors[(floors["group"] == group) & (floors["quantity"] == f"noise_floor_{name}")]["value"]
+            if floor.notna().any():
+                ax.axhline(float(floor.mean()), color="#444444", linestyle="--", linewidth=1, label="noise floor (scratch_b vs scratch)")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(f"{group}: {name.replace('_', ' ')}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("similarity to the final model")
+    axes[0, -1].legend(loc="lower right", fontsize="x-small")
+    n = data["experiment"].nunique()
+    fig.suptitle(f"convergence to the final knowledge over {n} experiment{'s' if n != 1 else ''} (thin: one seed)")
+    fig.tight_layout()
+    return fig
+
+
+@_themed
+def benefit_figure(metrics: pd.DataFrame) -> Figure:
+    """Downstream test accuracy per epoch over every seed: the benefit being explained (C0)."""
+    data = metrics[(metrics["split"].astype(str) == "test") & metrics["model"].astype(str).isin(["probe", "finetune", "scratch"])]
+    data = data.assign(model=data["model"].astype(str), experiment=data["experiment"].astype(str))
+    data = data.assign(group=data["experiment"].map(layout_group))
+    groups = sorted(data["group"].unique())
+    fig, axes = _subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        _seed_lines(ax, data[data["group"] == group], "epoch", "accuracy", "model", MODEL_PALETTE)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(group)
+        ax.set_ylabel("downstream test accuracy")
+    axes[0, -1].legend(loc="lower right", fontsize="x-small")
+    fig.suptitle("the benefit being explained: test accuracy per epoch (thin: one seed)")
+    fig.tight_layout()
+    return fig
+
+
+@_themed
+def sensitivity_figure(table: pd.DataFrame) -> Figure:
+    """The headline measures under every sensitivity variant (method.md §8), one panel per measure.
+
+    ``table``: the sensitivity tables of all experiments. A point per experiment (seed) with its 95 %
+    interval; the default is the first column, so a variant that moves a measure stands out.
+    """
+    data = table.assign(variant=table["variant"].astype(str), experiment=table["experiment"].astype(str))
+    variants = list(dict.fromkeys(data["variant"]))
+    labels = list(dict.fromkeys(data["label"].astype(str)))
+    experiments = sorted(data["experiment"].unique())
+    fig, axes = _subplots(1, len(labels), figsize=(4.2 * len(labels), 4.6), squeeze=False, sharey=True)
+    colours = sns.color_palette("colorblind", len(experiments))
+    for ax, label in zip(axes[0], labels, strict=True):
+        part = data[data["label"].astype(str) == label]
+        for k, (experiment, colour) in enumerate(zip(experiments, colours, strict=True)):
+            rows = part[part["experiment"] == experiment].set_index("variant").reindex(variants)
+            x = np.arange(len(variants)) + (k - (len(experiments) - 1) / 2) * 0.12
+            err = np.vstack([rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]])
+            ax.errorbar(x, rows["estimate"], yerr=np.nan_to_num(err), fmt="o", color=colour, capsize=2,
+                        markersize=4, label=experiment)  # fmt: skip
+        ax.set_xticks(np.arange(len(variants)))
+        ax.set_xticklabels(variants, rotation=45, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=9)
+        ax.set_ylim(0, 1.02)
+    axes[0, 0].set_ylabel("mean over samples (95 % interval)")
+    axes[0, -1].legend(fontsize="x-small", loc="upper right")
+    fig.suptitle("how much the knowledge depends on each analysis choice (one factor at a time)")
+    fig.tight_layout()
+    return fig

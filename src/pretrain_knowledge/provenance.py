@@ -105,8 +105,11 @@ def _imports(name: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def import_closure(module: str) -> list[str]:
-    """Every module of the package that ``module`` may run, itself included (package-relative)."""
+def import_closure(module: str, stop: frozenset[str] = frozenset()) -> list[str]:
+    """Every module of the package that ``module`` may run, itself included (package-relative).
+
+    Modules whose top-level name is in ``stop`` are included but not followed further.
+    """
     module_path(module)
     seen: set[str] = set()
     todo = [module]
@@ -115,6 +118,8 @@ def import_closure(module: str) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
+        if name.split(".")[0] in stop:
+            continue
         todo.extend(_imports(name))
         todo.extend(p for p in _parents(name) if p not in seen)
     return sorted(seen)
@@ -138,7 +143,8 @@ def stage_modules(stage: str) -> list[str]:
     if not _exists(entry):
         stages = sorted(p.stem for p in (ROOT / "cli").glob("*.py") if p.stem != "__init__")
         raise ValueError(f"no stage {stage!r}: {PACKAGE}/cli/{stage}.py does not exist (stages: {stages})")
-    return [m for m in import_closure(entry) if m.split(".")[0] not in CONFIG_LAYER]
+    closure = import_closure(entry, stop=CONFIG_LAYER)
+    return [m for m in closure if m.split(".")[0] not in CONFIG_LAYER]
 
 
 def code_digest(stage: str) -> str:

@@ -441,3 +441,41 @@ def batch_of(frame: pd.DataFrame, model: str, epoch: int) -> GameBatchResult:
         raise ValueError(f"no interactions for model={model} epoch={epoch}")
     rows = rows.sort_values(["sample_id", "type", "coalition"], kind="stable")
     return GameBatchResult.from_frame(rows)
+
+
+def to_shapiq(frame: pd.DataFrame, sample_id: int | None = None):  # -> shapiq.InteractionValues
+    """One sample's stored AND interactions as a shapiq ``InteractionValues`` (index ``Moebius``).
+
+    ``frame``: interaction rows of one model and checkpoint (a shard, or ``read_interactions``
+    filtered to one model and epoch); ``sample_id`` picks the sample when the frame holds several.
+    Interactions are keyed by the tuple of player indices in S (player i is bit i of the stored
+    coalition), so shapiq's plots and tools apply to them; I_and(∅) is the baseline value. OR terms
+    have no counterpart in shapiq's Möbius index and are left out: for the AND-only form
+    (``extraction.sparsify.form: and``) the object is the whole decomposition of v + q.
+    Needs shapiq (a test dependency of this project: ``pip install shapiq``).
+    """
+    from shapiq import InteractionValues
+
+    rows = frame[frame["type"].astype(str) == "and"]
+    ids = rows["sample_id"].unique()
+    if sample_id is None:
+        if len(ids) != 1:
+            raise ValueError(f"the frame holds samples {sorted(ids.tolist())}; pass sample_id")
+        sample_id = int(ids[0])
+    rows = rows[rows["sample_id"] == sample_id].sort_values("coalition")
+    if rows.empty:
+        raise ValueError(f"no AND interactions of sample {sample_id} in the frame")
+    n = len(rows["players"].iloc[0])
+    coalitions = rows["coalition"].to_numpy(dtype=np.int64)
+    keys = [tuple(i for i in range(n) if c >> i & 1) for c in coalitions]
+    values = rows["value"].to_numpy(dtype=np.float64)
+    return InteractionValues(
+        values=values,
+        index="Moebius",
+        max_order=n,
+        min_order=0,
+        n_players=n,
+        interaction_lookup={key: k for k, key in enumerate(keys)},
+        estimated=False,
+        baseline_value=float(values[coalitions == 0][0]) if (coalitions == 0).any() else 0.0,
+    )

@@ -4,9 +4,10 @@ The selection is made once per experiment and stored as an artefact that every l
 reads, so that all models and all checkpoints play exactly the same games: same images, same
 labels, same players. Two parts:
 
-* **samples** — ``k`` test images per class, drawn with a seed from the images that *all* final
-  models (probe, finetune, scratch) classify correctly, so that every explained game is one the
-  models win, and differences between their interactions are not differences in correctness;
+* **samples** — ``k`` test images per class, drawn with a seed from the images that the final
+  models of ``selection.correct_under`` classify correctly (default: probe, fine-tuned and scratch
+  model), so that differences between their interactions are not differences in correctness;
+  every model's correctness is stored per sample as a covariate;
 * **players** — for each sample, ``n`` distinct patches of a :class:`~pretrain_knowledge.game.PatchGrid`
   chosen by a *player rule* of :mod:`pretrain_knowledge.players` (default ``central``, drawn
   from the central region of the grid).
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from .game import Players
 from .io import save_torch, write_parquet
 from .players import PatchGrid, SampleContext, choose_player_ids
 
-SELECTION_FORMAT = 1
+SELECTION_FORMAT = 2
 """Version of the stored artefact; bumped when its fields change."""
 
 
@@ -52,23 +53,47 @@ def choose_players(
 
 
 @torch.inference_mode()
-def correct_mask(
+def correctness(
     models: Mapping[str, nn.Module],
     images: Tensor,
     labels: Tensor,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
-) -> Tensor:
-    """bool (N,): True where every model predicts the true label."""
-    ok = torch.ones(len(labels), dtype=torch.bool)
+) -> dict[str, Tensor]:
+    """Model name → bool (N,): where that model predicts the true label."""
+    out = {}
     for name, model in models.items():
         model.eval().to(device)
+        hits = torch.zeros(len(labels), dtype=torch.bool)
         starts = range(0, len(labels), batch_size)
         for start in tqdm(starts, desc=f"classify {name}", unit="batch", mininterval=2):
             x = images[start : start + batch_size].to(device)
             pred = model(x).argmax(dim=1).cpu()
-            ok[start : start + batch_size] &= pred == labels[start : start + batch_size]
-    return ok
+            hits[start : start + batch_size] = pred == labels[start : start + batch_size]
+        out[name] = hits
+    return out
+
+
+def required_models(models: Mapping[str, nn.Module], correct_under: Sequence[str] | None) -> tuple[str, ...]:
+    """The models that must classify a sample correctly (``selection.correct_under``; None: all)."""
+    required = tuple(models) if correct_under is None else tuple(correct_under)
+    unknown = sorted(set(required) - set(models))
+    if unknown:
+        raise ValueError(f"selection.correct_under names {unknown}, which are not among the models {sorted(models)}")
+    return required
+
+
+def correct_under_all(hits: Mapping[str, Tensor], required: Sequence[str], n: int) -> Tensor:
+    """bool (N,): True where every required model is correct (all True when none is required)."""
+    eligible = torch.ones(n, dtype=torch.bool)
+    for name in required:
+        eligible &= hits[name]
+    return eligible
+
+
+def correct_columns(correct: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    """The per-sample covariates of a selection table: ``correct_<model>``, bool."""
+    return {f"correct_{name}": hits.numpy().astype(bool) for name, hits in correct.items()}
 
 
 def choose_samples(
@@ -87,9 +112,9 @@ def choose_samples(
         if len(pool) < per_class:
             total = int((labels_np == cls).sum())
             raise ValueError(
-                f"class {cls} has only {len(pool)} of {total} test images that all final models "
-                f"classify correctly, fewer than selection.per_class={per_class}: lower "
-                "selection.per_class or train the models longer"
+                f"class {cls} has only {len(pool)} of {total} test images that every model of "
+                f"selection.correct_under classifies correctly, fewer than selection.per_class={per_class}: "
+                "lower selection.per_class, require fewer models (selection.correct_under) or train longer"
             )
         chosen.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
     return torch.from_numpy(np.concatenate(chosen).astype(np.int64))
@@ -119,6 +144,10 @@ class Selection:
     """Downstream class names, indexed by label."""
     seed: int
     rule: str = "central"
+    correct: dict[str, Tensor] = field(default_factory=dict)
+    """Model name → bool (K,): whether that final model classifies each sample correctly."""
+    correct_under: tuple[str, ...] = ()
+    """The models that had to be correct for a test image to be drawn."""
 
     def inputs(self, sample_ids: Tensor | None = None) -> Tensor:
         """float32 (K', C, H, W) model inputs of the given samples (all when None)."""
@@ -161,6 +190,8 @@ class Selection:
             "class_names": list(self.class_names),
             "seed": self.seed,
             "rule": self.rule,
+            "correct": dict(self.correct),
+            "correct_under": list(self.correct_under),
         }
 
     @classmethod
@@ -182,6 +213,8 @@ class Selection:
             class_names=tuple(data["class_names"]),
             seed=int(data["seed"]),
             rule=str(data["rule"]),
+            correct=dict(data["correct"]),
+            correct_under=tuple(data["correct_under"]),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -213,6 +246,7 @@ class Selection:
                 "player_rows": [[i // g.n_cols for i in row.tolist()] for row in ids],
                 "player_cols": [[i % g.n_cols for i in row.tolist()] for row in ids],
                 "patch_size": np.full(self.n_samples, g.patch_size, dtype=np.int64),
+                **correct_columns(self.correct),
             }
         )
 
@@ -232,16 +266,20 @@ def make_selection(
     rule: str = "central",
     rule_options: Mapping[str, Any] | None = None,
     batch_size: int = 512,
+    correct_under: Sequence[str] | None = None,
 ) -> Selection:
-    """Select samples that every model gets right, then their players (method.md §5)."""
+    """Select samples that the ``correct_under`` models (default: all) get right, then their players.
+
+    Every model's correctness is stored per sample, whether it was required or not (method.md §5).
+    """
+    required = required_models(models, correct_under)
     height, width = test.image_size
     grid = PatchGrid(height=height, width=width, patch_size=patch_size)
     # On a GPU node, classify there: three ImageNet-size models over a 10 000-image test set
     # take hours on CPU cores.
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    eligible = correct_mask(
-        models, test.normalized(), test.labels, batch_size=batch_size, device=device
-    )
+    hits = correctness(models, test.normalized(), test.labels, batch_size=batch_size, device=device)
+    eligible = correct_under_all(hits, required, len(test.labels))
     index = choose_samples(test.labels, eligible, per_class, seed, range(test.num_classes))
     contexts = [
         SampleContext(
@@ -265,5 +303,7 @@ def make_selection(
         class_names=test.class_names,
         seed=seed,
         rule=rule,
+        correct={name: h[index].clone() for name, h in hits.items()},
+        correct_under=required,
     )
 

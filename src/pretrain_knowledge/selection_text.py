@@ -1,4 +1,4 @@
-"""The selection of a text experiment: sentences that every final model gets right, and their words.
+"""The selection of a text experiment: sentences that the required final models get right, and their words.
 
 The text counterpart of :mod:`pretrain_knowledge.selection` (method.md §2, §5), stored in the same
 place (``selection/selection.pt`` and ``samples.parquet``) and read by the games and figure stages
@@ -10,16 +10,17 @@ keep the image schema (``image_height`` 1, ``image_width`` W, ``patch_size`` 1).
 ids are the experiment's tokenizer's (every model of an experiment shares it); ``word_index`` says
 which word each token belongs to, so a player's word is masked with all its word pieces.
 
-Samples: ``k`` test sentences per class, drawn with the seed among those that the probe, the
-fine-tuned and the scratch model all classify correctly *and* that have at least ``n`` content
-words (:class:`pretrain_knowledge.players.WordsRule`); shorter sentences cannot have ``n`` players.
+Samples: ``k`` test sentences per class, drawn with the seed among those that every model of
+``selection.correct_under`` classifies correctly *and* that have at least ``n`` content words
+(:class:`pretrain_knowledge.players.WordsRule`); shorter sentences cannot have ``n`` players. Every
+final model's correctness is stored per sample, as for images.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,16 @@ from torch import Tensor, nn
 from .data.text import TextSet
 from .game import Players
 from .players import PatchGrid, SampleContext, make_rule
-from .selection import SELECTION_FORMAT, Selection, choose_players, choose_samples, correct_mask
+from .selection import (
+    SELECTION_FORMAT,
+    Selection,
+    choose_players,
+    choose_samples,
+    correct_columns,
+    correct_under_all,
+    correctness,
+    required_models,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,10 @@ class TextSelection:
     class_names: tuple[str, ...]
     seed: int
     rule: str = "words"
+    correct: dict[str, Tensor] = field(default_factory=dict)
+    """Model name → bool (K,): whether that final model classifies each sample correctly."""
+    correct_under: tuple[str, ...] = ()
+    """The models that had to be correct for a sentence to be drawn."""
 
     # The bookkeeping is the image selection's, field for field.
     players_of = Selection.players_of
@@ -86,6 +100,8 @@ class TextSelection:
             "class_names": list(self.class_names),
             "seed": self.seed,
             "rule": self.rule,
+            "correct": dict(self.correct),
+            "correct_under": list(self.correct_under),
         }
 
     @classmethod
@@ -103,6 +119,8 @@ class TextSelection:
             class_names=tuple(data["class_names"]),
             seed=int(data["seed"]),
             rule=str(data["rule"]),
+            correct=dict(data["correct"]),
+            correct_under=tuple(data["correct_under"]),
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -121,6 +139,7 @@ class TextSelection:
                 "player_cols": [row.tolist() for row in ids],
                 "patch_size": np.ones(self.n_samples, dtype=np.int64),
                 "sentence": [self.sentence(k) for k in range(self.n_samples)],
+                **correct_columns(self.correct),
             }
         )
 
@@ -150,8 +169,11 @@ def make_text_selection(
     rule: str = "words",
     rule_options: Mapping[str, Any] | None = None,
     batch_size: int = 512,
+    correct_under: Sequence[str] | None = None,
 ) -> TextSelection:
-    """Select sentences that every model gets right and that have n content words, then their players."""
+    """Select sentences that the ``correct_under`` models (default: all) get right and that have n
+    content words, then their players; every model's correctness is stored per sample."""
+    required = required_models(models, correct_under)
     encoders = [getattr(m, "encoder", None) for m in models.values()]
     if any(e is None for e in encoders):
         raise ValueError("text selection needs text models (TextClassifier)")
@@ -160,7 +182,8 @@ def make_text_selection(
         raise ValueError("the final models tokenize differently; every model of an experiment must share its tokenizer")
     encoded = encoder.encode_set(test)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    eligible = correct_mask(models, encoded.ids, encoded.labels, batch_size=batch_size, device=device)
+    hits = correctness(models, encoded.ids, encoded.labels, batch_size=batch_size, device=device)
+    eligible = correct_under_all(hits, required, len(encoded.labels))
     chooser = make_rule(rule, rule_options)
     enough = torch.tensor([len(chooser.candidates(w[:max_words])) >= n_players for w in encoded.words], dtype=torch.bool)
     index = choose_samples(encoded.labels, eligible & enough, per_class, seed, range(test.num_classes))
@@ -182,4 +205,6 @@ def make_text_selection(
         class_names=test.class_names,
         seed=seed,
         rule=rule,
+        correct={name: h[index].clone() for name, h in hits.items()},
+        correct_under=required,
     )

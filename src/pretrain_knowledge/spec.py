@@ -140,6 +140,9 @@ class ModeSpec:
     momentum: float = setting(0.9, "SGD momentum.", minimum=0)
     weight_decay: float = setting(5e-4, "L2 weight decay.", minimum=0)
     schedule: Literal["cosine", "constant"] = setting("cosine", "Per-step learning-rate schedule.")
+    warmup_epochs: float = setting(
+        0.0, "Linear learning-rate warm-up from 0 over this many epochs, before the schedule.", minimum=0
+    )
     label_smoothing: float = setting(0.0, "Label smoothing of the cross-entropy loss.", minimum=0, maximum=1)
     augment: Literal["none", "flip_crop", "crop"] = setting("none", "Augmentation of training images.")
     amp: bool = setting(False, "Mixed precision on CUDA (ignored on the CPU).")
@@ -155,9 +158,22 @@ class TrainingSpec:
     probe: ModeSpec = setting(ModeSpec(), "Linear probe on the frozen pre-trained backbone.")
     finetune: ModeSpec = setting(ModeSpec(), "Fine-tuning of every layer from the pre-trained backbone.")
     scratch: ModeSpec = setting(ModeSpec(), "The same architecture trained from random initialisation.")
+    scratch_converged: dict[str, Any] | None = setting(
+        None,
+        "A scratch baseline trained to convergence, as scratch's settings with these keys changed (e.g. "
+        "{epochs: 150}). Claims C1 and C2 then compare against it, while scratch keeps fine-tuning's "
+        "epochs for the convergence analysis. null: scratch itself is the baseline.",
+    )
     device: str = setting("auto", "torch device for training; auto picks CUDA when present.")
+    keep: Literal["all", "explained"] = setting(
+        "all",
+        "Checkpoints kept after training: all of them, or only the explained ones and those later stages "
+        "read (the others are deleted once the last epoch is written; a paper-size grid keeps ~0.4 TB otherwise).",
+    )
 
     def mode(self, name: str) -> ModeSpec:
+        if name == "scratch_converged":
+            return build(ModeSpec, merge(to_plain(self.scratch), self.scratch_converged or {}), "training.scratch_converged")
         return getattr(self, name)
 
 
@@ -188,15 +204,25 @@ class PlayersSpec:
     )
 
 
+DownstreamMode = Literal[tuple(m for m in layout.MODES if m != "pretrain")]  # type: ignore[valid-type]
+
+
 @dataclass(frozen=True)
 class SelectionSpec:
     """Which test images are explained, and their players (method.md §2, §5)."""
 
     per_class: int = setting(
         2,
-        "Test images per class, drawn with the experiment seed among those that the probe, the "
-        "fine-tuned and the scratch model all classify correctly.",
+        "Test images per class, drawn with the experiment seed among those that every model of "
+        "`correct_under` classifies correctly.",
         minimum=1,
+    )
+    correct_under: tuple[DownstreamMode, ...] = setting(
+        ("probe", "finetune", "scratch"),
+        "Final models that must classify an explained image correctly. The lab's rule is the models "
+        "whose knowledge is compared ([probe, finetune]); requiring scratch too selects images scratch "
+        "already handles, which can bias the learnability ratio upward. [] explains misclassified images "
+        "too. Every model's correctness is stored per sample either way (selection/samples.parquet).",
     )
     batch_size: int = setting(512, "Batch size for classifying the test set.", minimum=1)
     players: PlayersSpec = setting(PlayersSpec(), "Players of each sample.")
@@ -211,6 +237,11 @@ class SparsifySpec:
         "lp",
         "lp: the exact optimum of the sparsity objective (a linear programme); reference: the SGD recipe "
         "of earlier work, for reproducing its numbers.",
+    )
+    form: FormName = setting(
+        "and-or",
+        "and-or: AND and OR interactions (method.md §3); and: the paper's Eq. (2), AND (Harsanyi) "
+        "interactions of v + q only.",
     )
     options: dict[str, Any] = setting(
         factory=dict, doc="Keyword options of the method (catalog.SPARSIFY_OPTIONS): tol, max_iter, chunk_size / lr, niter."
@@ -258,11 +289,37 @@ class KnowledgeSpec:
 
 
 @dataclass(frozen=True)
+class SensitivitySpec:
+    """How much the knowledge depends on each analysis choice (method.md §8): one factor at a time
+    around the experiment's own settings, every variant re-solved from the stored games."""
+
+    qthres: tuple[float, ...] = setting((0.02, 0.04, 0.08), "Values of extraction.sparsify.qthres.")
+    form: tuple[FormName, ...] = setting(("and-or", "and"), "Values of extraction.sparsify.form.")
+    method: tuple[MethodName, ...] = setting(("lp", "reference"), "Values of extraction.sparsify.method.")
+    salience: tuple[float, ...] = setting((0.02, 0.05, 0.10), "Values of knowledge.salience.")
+
+
+@dataclass(frozen=True)
 class FiguresSpec:
     """Figure options."""
 
     examples: int = setting(5, "Samples drawn in the example figure (one per class first).", minimum=1)
     dpi: int = setting(150, "Resolution of the PNG figures.", minimum=50)
+
+
+@dataclass(frozen=True)
+class ControlsSpec:
+    """The control models of method.md §7, trained and explained like the others."""
+
+    scratch_b: bool = setting(
+        True,
+        "A second from-scratch run with another seed: the ceiling of 'learnable from scratch' and the "
+        "noise floor of the convergence curves.",
+    )
+    random_probe: bool = setting(
+        True, "A linear probe on a randomly initialised, frozen backbone: pre-training with no knowledge."
+    )
+    seed_offset: int = setting(1000, "scratch_b's seed is the experiment seed plus this.", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -301,9 +358,13 @@ class Config:
     architectures: dict[str, ArchitectureSpec] = setting(doc="Named architectures.")
     training: TrainingSpec = setting(doc="Hyper-parameters per training mode (method.md §1).")
     threads: ThreadsSpec = setting(ThreadsSpec(), "torch CPU threads per computing stage.")
+    controls: ControlsSpec = setting(ControlsSpec(), "Control models (method.md §7).")
     selection: SelectionSpec = setting(SelectionSpec(), "Which test images are explained, and their players.")
     extraction: ExtractionSpec = setting(ExtractionSpec(), "Games and AND-OR interactions.")
     knowledge: KnowledgeSpec = setting(KnowledgeSpec(), "Salient interactions and their decomposition.")
+    sensitivity: SensitivitySpec = setting(
+        SensitivitySpec(), "Variants of the analysis choices; [] under a factor leaves it out."
+    )
     figures: FiguresSpec = setting(FiguresSpec(), "Figure options.")
 
 
@@ -328,6 +389,8 @@ class Experiment:
     name: str
     seed: int
     threads: ThreadsSpec
+    controls: ControlsSpec
+    sensitivity: SensitivitySpec
     dataset_name: str
     dataset: DatasetSpec
     architecture_name: str
@@ -341,15 +404,32 @@ class Experiment:
     def weights(self) -> str | None:
         return self.architecture.weights
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The training modes of this experiment: the four of method.md §1, the enabled controls and,
+        when configured, the converged scratch baseline."""
+        enabled = {"scratch_converged": self.training.scratch_converged is not None}
+        enabled.update({c: getattr(self.controls, c) for c in layout.CONTROLS})
+        return tuple(m for m in layout.MODES if enabled.get(m, True))
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The explained models of this experiment, in table order."""
+        return tuple(m for m in layout.MODELS if layout.source_mode(m) in self.modes)
+
     def epochs(self, mode: str) -> int:
         """Training epochs of a mode (checkpoints 0 … epochs); pretrain only stores given weights."""
         if mode == "pretrain" and self.weights:
             return 0
-        return self.training.mode(mode).epochs
+        return self.training.mode(layout.recipe(mode)).epochs
 
     def explained_epochs(self, model: str) -> list[int]:
-        """Checkpoints whose interactions are extracted, ascending; the last epoch is always in."""
-        if model == "pretrain":
+        """Checkpoints whose interactions are extracted, ascending; the last epoch is always in.
+
+        Only fine-tuning and scratch are explained along their training (the convergence
+        analysis); every other model at its last checkpoint.
+        """
+        if model not in layout.CONVERGENCE_MODELS:
             return [self.epochs(layout.source_mode(model))]
         last = self.epochs(model)
         out = {last}
@@ -391,20 +471,27 @@ class Experiment:
 
     def train_settings(self, mode: str) -> dict[str, Any]:
         """The mode's hyper-parameters plus what the experiment adds (training.TrainConfig's fields)."""
-        hyper = replace(self.training.mode(mode), epochs=self.epochs(mode))
+        hyper = replace(self.training.mode(layout.recipe(mode)), epochs=self.epochs(mode))
         out = {
             **to_plain(hyper),
             "arch": self.architecture.model,
-            "seed": self.seed,
+            "seed": self.seed + (self.controls.seed_offset if mode == "scratch_b" else 0),
             "device": self.training.device,
             "threads": self.threads.training,
             "weights": self.weights if mode == "pretrain" else None,
+            "keep": None if self.training.keep == "all" else self.kept_epochs(mode),
         }
         if self.modality == "text":
             # Every text mode builds the same tokenizer and, from scratch, the same configuration:
             # both come from the pre-trained model's folder (weights load in pretrain only).
             out["text_model"] = self.weights
         return out
+
+    def kept_epochs(self, mode: str) -> list[int]:
+        """The checkpoints of a mode that later stages read: its explained ones and its last."""
+        models = [m for m in self.models if layout.source_mode(m) == mode]
+        epochs = {e for m in models for e in self.explained_epochs(m)} | {self.epochs(mode)}
+        return sorted(epochs)
 
     def select_settings(self) -> dict[str, Any]:
         return to_plain(SelectSettings(selection=self.selection, seed=self.seed, threads=self.threads.selection))
@@ -422,8 +509,34 @@ class Experiment:
         x = self.extraction
         return to_plain(SparsifySettings(x.sparsify, x.matching_tolerance, x.device, self.threads.extraction))
 
-    def knowledge_settings(self) -> dict[str, Any]:
-        return to_plain(self.knowledge)
+    def knowledge_settings(self, variant: str | None = None) -> dict[str, Any]:
+        return to_plain(self.variants()[variant][1] if variant else self.knowledge)
+
+    def variants(self) -> dict[str, tuple[SparsifySpec, KnowledgeSpec]]:
+        """Sensitivity variants: name (``<factor>=<value>``) → the sparsification and knowledge
+        settings it uses; one factor differs from the experiment's own settings in each."""
+        own_sparsify, own_knowledge = self.extraction.sparsify, self.knowledge
+        out = {}
+        for factor in ("qthres", "form", "method"):
+            for value in getattr(self.sensitivity, factor):
+                if value != getattr(own_sparsify, factor):
+                    changed = replace(own_sparsify, **{factor: value})
+                    if factor == "method":  # the other method's options do not apply
+                        changed = replace(changed, options={})
+                    out[f"{factor}={value}"] = (changed, own_knowledge)
+        for value in self.sensitivity.salience:
+            if value != own_knowledge.salience:
+                out[f"salience={value}"] = (own_sparsify, replace(own_knowledge, salience=value))
+        return out
+
+    def resolves(self, variant: str) -> bool:
+        """Whether a variant needs its own interactions (it changes the sparsification)."""
+        return self.variants()[variant][0] != self.extraction.sparsify
+
+    def variant_sparsify_settings(self, variant: str) -> dict[str, Any]:
+        x = self.extraction
+        sparsify = self.variants()[variant][0]
+        return to_plain(SparsifySettings(sparsify, x.matching_tolerance, x.device, self.threads.extraction))
 
 
 @dataclass(frozen=True)
@@ -588,6 +701,8 @@ def _experiment(config: Config, dataset: str, architecture: str, seed: int, path
         name=layout.experiment_name(dataset, architecture, seed),
         seed=seed,
         threads=config.threads,
+        controls=config.controls,
+        sensitivity=config.sensitivity,
         dataset_name=dataset,
         dataset=data,
         architecture_name=architecture,
@@ -727,8 +842,14 @@ def _check_image(e: Experiment, dpath: str, apath: str) -> int:
     if problem:
         raise ConfigError(f"config: {dpath}.image_size: {problem} (experiment {e.name}, {apath}.model)")
     if arch.weights is not None:
-        if catalog.ARCHITECTURES[arch.model].imagenet is None:
+        info = catalog.ARCHITECTURES[arch.model]
+        if not info.weights_file:
             raise ConfigError(f"config: {apath}.weights: {arch.model} has no ImageNet weights; set weights: null")
+        if arch.weights == "imagenet" and info.imagenet is None:
+            raise ConfigError(
+                f"config: {apath}.weights: torchvision has no {arch.model} weights to download; give the path of "
+                f"a state-dict file instead (README, 'Data and weights')"
+            )
         if channels != 3:
             raise ConfigError(
                 f"config: {dpath}.channels: ImageNet weights ({apath}.weights) need 3-channel images; set channels: 3"
@@ -739,12 +860,15 @@ def _check_image(e: Experiment, dpath: str, apath: str) -> int:
 def _check_rest(e: Experiment, size: int) -> None:
     data, facts = e.dataset, catalog.source_facts(e.dataset.source, e.dataset.options)
     dpath = f"datasets.{e.dataset_name}"
-    for mode in layout.MODES:
-        if facts.modality == "text" and e.training.mode(mode).augment != "none":
-            raise ConfigError(
-                f"config: training.{mode}.augment: text has no augmentation; set augment: none (experiment {e.name})"
-            )
-        if mode != "pretrain" and e.training.mode(mode).epochs < 1:
+    if facts.modality == "text":
+        for mode in e.modes:
+            if e.training.mode(layout.recipe(mode)).augment != "none":
+                raise ConfigError(
+                    f"config: training.{layout.recipe(mode)}.augment: text has no augmentation; set augment: none "
+                    f"(experiment {e.name})"
+                )
+    for mode in ("probe", "finetune", "scratch"):
+        if e.training.mode(mode).epochs < 1:
             raise ConfigError(f"config: training.{mode}.epochs: {mode} needs at least 1 epoch (experiment {e.name})")
     for model in ("finetune", "scratch"):
         last = e.epochs(model)
@@ -755,6 +879,15 @@ def _check_rest(e: Experiment, size: int) -> None:
                     f"config: extraction.checkpoints: {epoch} is outside {model}'s checkpoints 0 … {last} "
                     f"(training.{model}.epochs={last}, experiment {e.name})"
                 )
+    if e.training.scratch_converged is not None:
+        check_partial(ModeSpec, e.training.scratch_converged, "training.scratch_converged")
+        e.training.mode("scratch_converged")
+    absent = [m for m in e.selection.correct_under if m not in e.modes]
+    if absent:
+        raise ConfigError(
+            f"config: selection.correct_under: {absent} are disabled under `controls:` in experiment {e.name}; "
+            "enable them or drop them from correct_under"
+        )
     _check_players(e, size)
     _check_sparsify(e)
     n_samples = e.n_samples
@@ -823,6 +956,13 @@ def _check_sparsify(e: Experiment) -> None:
             raise ConfigError(
                 f"config: extraction.sparsify.options.{key}: method {s.method!r} takes no option {key!r}."
                 f"{suggest(key, list(allowed))} Valid: {', '.join(allowed)}."
+            )
+    n = e.selection.players.n
+    for variant, (sparsify, _) in e.variants().items():
+        if n > catalog.MAX_PLAYERS[sparsify.method]:
+            raise ConfigError(
+                f"config: sensitivity.method: variant {variant} cannot solve n={n} players (method "
+                f"{sparsify.method!r} supports {catalog.MAX_PLAYERS[sparsify.method]}); drop it from sensitivity.method"
             )
 
 

@@ -382,8 +382,10 @@ def write_random_weights(arch: str, path: str | os.PathLike[str], *, seed: int =
 
     from .io import save_torch
 
+    if arch == "vit_s_16":
+        return _write_random_timm_vit_s(path, seed)
     if arch not in ("resnet18", "resnet50", "vgg16", "vit_b_16"):
-        raise ValueError(f"no torchvision ImageNet architecture {arch!r}; choose resnet18, resnet50, vgg16 or vit_b_16")
+        raise ValueError(f"no ImageNet architecture {arch!r}; choose resnet18, resnet50, vgg16, vit_b_16 or vit_s_16")
     torch.manual_seed(seed)
     # Residual branches start at zero (torchvision's zero_init_residual), as in a trained
     # ResNet whose blocks are near-identities: otherwise 16 random branches add up to features
@@ -401,6 +403,36 @@ def write_random_weights(arch: str, path: str | os.PathLike[str], *, seed: int =
         for norm in norms:
             norm.momentum = 0.1
     save_torch(model.state_dict(), path)
+    return Path(path)
+
+
+def _write_random_timm_vit_s(path: str | os.PathLike[str], seed: int) -> Path:
+    """Random ViT-S/16 weights under timm's key names (``vit_small_patch16_224``), the layout the
+    ImageNet-21k → 1k files come in, so the key mapping of :mod:`pretrain_knowledge.models` runs."""
+    import torch
+
+    from .io import save_torch
+
+    torch.manual_seed(seed)
+    dim, mlp, layers = 384, 1536, 12
+    state = {
+        "cls_token": torch.randn(1, 1, dim) * 0.02,
+        "pos_embed": torch.randn(1, 197, dim) * 0.02,
+        "patch_embed.proj.weight": torch.randn(dim, 3, 16, 16) * 0.02,
+        "patch_embed.proj.bias": torch.zeros(dim),
+        "norm.weight": torch.ones(dim),
+        "norm.bias": torch.zeros(dim),
+        "head.weight": torch.randn(1000, dim) * 0.02,
+        "head.bias": torch.zeros(1000),
+    }
+    for i in range(layers):
+        shapes = {"norm1": (dim,), "attn.qkv": (3 * dim, dim), "attn.proj": (dim, dim), "norm2": (dim,),
+                  "mlp.fc1": (mlp, dim), "mlp.fc2": (dim, mlp)}
+        for name, shape in shapes.items():
+            norm = name.startswith("norm")
+            state[f"blocks.{i}.{name}.weight"] = torch.ones(shape) if norm else torch.randn(shape) * 0.02
+            state[f"blocks.{i}.{name}.bias"] = torch.zeros(shape[0])
+    save_torch(state, path)
     return Path(path)
 
 

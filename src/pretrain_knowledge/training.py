@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,8 @@ OPTIMIZERS: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["optimizer"][1
 SCHEDULES: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["schedule"][1])
 AUGMENTATIONS: tuple[str, ...] = typing.get_args(fields_of(ModeSpec)["augment"][1])
 CHECKPOINT_FORMAT = "pretrain_knowledge.checkpoint/1"
+PREDICTION_COLUMNS = ("epoch", "index", "correct")
+"""Columns of a predictions table: epoch int64, index int64 (position in the test split), correct bool."""
 METRIC_COLUMNS = ("model", "epoch", "split", "loss", "accuracy", "seconds")
 """Columns of a metrics table: one row per (model, epoch, split).
 
@@ -95,6 +98,8 @@ class TrainConfig(ModeSpec):
     text_model: str | None = None
     """Text: the model folder or hub name whose tokenizer and configuration every mode uses (its
     weights load only in pretrain, as ``weights``); None builds them from the data's vocabulary."""
+    keep: tuple[int, ...] | None = None
+    """Epochs whose checkpoints are kept once training ends (None: all); the others are deleted."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -154,6 +159,8 @@ class TrainResult:
     model: Classifier
     checkpoints: list[Path]
     metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    """One row per (epoch, test image): whether the model classified it correctly (:data:`PREDICTION_COLUMNS`)."""
 
 
 def checkpoint_path(out_dir: str | os.PathLike[str], epoch: int) -> Path:
@@ -282,10 +289,16 @@ def _autocast(device: torch.device, amp: bool) -> Any:
     return torch.autocast(device.type, enabled=False)
 
 
+FROZEN_BACKBONE: tuple[str, ...] = ("probe", "random_probe")
+"""Modes that train only a linear head on a frozen backbone (kept in eval mode)."""
+RANDOM_INIT: tuple[str, ...] = ("pretrain", "scratch", "scratch_b", "random_probe", "scratch_converged")
+"""Modes that start from random weights (pretrain: unless ImageNet weights are given)."""
+
+
 def set_train_mode(model: Classifier, mode: str) -> None:
-    """Train mode for what is trained; the probe's frozen backbone stays in eval mode."""
+    """Train mode for what is trained; a frozen backbone stays in eval mode."""
     model.train()
-    if mode == "probe":
+    if mode in FROZEN_BACKBONE:
         model.backbone.eval()
 
 
@@ -342,8 +355,12 @@ def evaluate(
     device: torch.device | None = None,
     amp: bool = False,
     desc: str = "eval",
+    correct_out: list[Tensor] | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``data``."""
+    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``data``.
+
+    ``correct_out`` receives, batch by batch, whether each image was classified correctly.
+    """
     device = device or next(model.parameters()).device
     model.eval()
     total_loss, correct = 0.0, 0
@@ -352,7 +369,10 @@ def evaluate(
         with _autocast(device, amp):
             logits = model(x)
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+        hits = logits.argmax(1) == y
+        correct += int(hits.sum())
+        if correct_out is not None:
+            correct_out.append(hits.cpu())
     return total_loss / max(len(data), 1), correct / max(len(data), 1)
 
 
@@ -364,19 +384,30 @@ def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning rate at ``step`` as a share of the peak: a linear warm-up over ``warmup`` steps,
+    then constant or a cosine decay to 0 over the remaining steps (ViTs from scratch need the
+    warm-up to train at all)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+
+
 def _make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if cfg.schedule == "constant":
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "constant" and warmup == 0:
         return None
     total = max(1, cfg.epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    )
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup, cfg.schedule))
 
 
 def _resize_vit(model: Classifier, image_size: int) -> Classifier:
-    """ViT-B/16 for another input side: position embeddings interpolated, every other weight kept.
+    """A ViT for another input side: position embeddings interpolated, every other weight kept.
 
     ImageNet weights are stored at 224 px by the pretrain stage, which does not see the data; a
     downstream run at another resolution adapts them here, as ViT fine-tuning at 384 px does.
@@ -405,13 +436,15 @@ def _initial_text_model(
         if train is None and weights is None:
             raise ValueError(f"{cfg.mode} needs training data (or, for pretrain, pre-trained weights)")
         model = build_text_model(cfg.arch, classes, weights=weights, text_model=cfg.text_model, vocabulary=vocabulary)
+        if cfg.mode in FROZEN_BACKBONE:  # random_probe: a random backbone, frozen as the probe's
+            model.backbone.requires_grad_(False)
         return model, {}
     assert cfg.init is not None and train is not None
     ckpt = load_checkpoint(cfg.init)
     model = model_from_config(ckpt.config["model"])
     model.load_state_dict(ckpt.model_state)
     replace_head(model, train.num_classes)  # type: ignore[arg-type]
-    if cfg.mode == "probe":
+    if cfg.mode in FROZEN_BACKBONE:
         model.backbone.requires_grad_(False)
     return model, {"path": str(cfg.init), "epoch": ckpt.epoch, "mode": ckpt.config["train"]["mode"]}  # type: ignore[return-value]
 
@@ -426,7 +459,7 @@ def _initial_model(
         return _initial_text_model(cfg, train, data_info)
     if isinstance(train, TextSet):
         raise ValueError(f"{cfg.arch} is an image model; give it a prepared image task")
-    if cfg.mode in ("pretrain", "scratch"):
+    if cfg.mode in RANDOM_INIT:
         if train is None:
             if cfg.weights is None:
                 raise ValueError(f"{cfg.mode} needs training data (or, for pretrain, ImageNet weights)")
@@ -437,6 +470,8 @@ def _initial_model(
         model = build_model(
             cfg.arch, train.num_classes, in_channels=train.channels, image_size=size[0], weights=cfg.weights
         )
+        if cfg.mode in FROZEN_BACKBONE:  # random_probe: a random backbone, frozen as the probe's
+            model.backbone.requires_grad_(False)
         return model, {}
     assert cfg.init is not None and train is not None
     ckpt = load_checkpoint(cfg.init)
@@ -447,10 +482,10 @@ def _initial_model(
             f"{cfg.init} expects {model.in_channels}-channel images but the data has {train.channels}; "
             f"prepare the data with --channels {model.in_channels}"
         )
-    if model.arch == "vit_b_16" and train.image_size != (model.image_size, model.image_size):
+    if model.arch.startswith("vit") and train.image_size != (model.image_size, model.image_size):
         model = _resize_vit(model, train.image_size[0])
     replace_head(model, train.num_classes)
-    if cfg.mode == "probe":
+    if cfg.mode in FROZEN_BACKBONE:
         model.backbone.requires_grad_(False)
     return model, {"path": str(cfg.init), "epoch": ckpt.epoch, "mode": ckpt.config["train"]["mode"]}
 
@@ -503,6 +538,7 @@ def train(
     *,
     data_info: dict[str, Any] | None = None,
     manifest_path: str | os.PathLike[str] | None = None,
+    predictions_path: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Run one mode: checkpoints at epoch 0 and after each epoch, metrics after each epoch.
 
@@ -517,9 +553,24 @@ def train(
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)
         result = _train(cfg, train_data, test_data, Path(out_dir), metrics_path, device, data_info)
+    if predictions_path is not None:
+        write_parquet(result.predictions, predictions_path)
+    if cfg.keep is not None:
+        result = dataclasses.replace(result, checkpoints=_prune(result.checkpoints, cfg.keep))
     if manifest_path is not None:
         write_manifest(result.checkpoints, manifest_path)
     return result
+
+
+def _prune(checkpoints: list[Path], keep: tuple[int, ...]) -> list[Path]:
+    """Delete the checkpoints of epochs not in ``keep`` (every epoch of a paper-size grid is ~0.4 TB)."""
+    kept = []
+    for epoch, path in enumerate(checkpoints):
+        if epoch in keep or epoch == len(checkpoints) - 1:
+            kept.append(path)
+        else:
+            path.unlink()
+    return kept
 
 
 def _train(
@@ -553,7 +604,9 @@ def _train(
         "init": init_info,
     }
     params = [
-        p for p in (model.head.parameters() if cfg.mode == "probe" else model.parameters()) if p.requires_grad
+        p
+        for p in (model.head.parameters() if cfg.mode in FROZEN_BACKBONE else model.parameters())
+        if p.requires_grad
     ]
     optimizer = _make_optimizer(params, cfg)
     steps = len(range(0, len(train_data), cfg.batch_size)) if train_data is not None else 0
@@ -563,12 +616,14 @@ def _train(
     )
     shuffle = torch.Generator().manual_seed(cfg.seed + 1)
     rows: list[EpochMetrics] = []
+    test_hits: dict[int, Tensor] = {}
 
     def record(epoch: int, split: str, loss: float, acc: float, seconds: float) -> None:
         rows.append(EpochMetrics(epoch, split, loss, acc, seconds))
 
     def evaluate_split(epoch: int, split: str, data: ImageSet | EncodedText) -> None:
         t0 = time.perf_counter()
+        hits: list[Tensor] = []
         loss, acc = evaluate(
             model,
             data,
@@ -576,8 +631,11 @@ def _train(
             device=device,
             amp=cfg.amp,
             desc=f"{cfg.mode} {split} {epoch}",
+            correct_out=hits if split == "test" else None,
         )
         record(epoch, split, loss, acc, time.perf_counter() - t0)
+        if hits:
+            test_hits[epoch] = torch.cat(hits)
 
     def evaluate_test(epoch: int) -> None:
         assert test_data is not None
@@ -616,7 +674,20 @@ def _train(
     frame = metrics_frame(rows, cfg.mode)
     if metrics_path is not None:
         write_parquet(frame, metrics_path)
-    return TrainResult(model=model.eval(), checkpoints=checkpoints, metrics=frame)
+    return TrainResult(model=model.eval(), checkpoints=checkpoints, metrics=frame, predictions=predictions_frame(test_hits))
+
+
+def predictions_frame(hits: dict[int, Tensor]) -> pd.DataFrame:
+    """Per-epoch, per-test-image correctness as a table (:data:`PREDICTION_COLUMNS`)."""
+    epochs = sorted(hits)
+    n = len(hits[epochs[0]]) if epochs else 0
+    return pd.DataFrame(
+        {
+            "epoch": np.repeat(np.asarray(epochs, dtype=np.int64), n),
+            "index": np.tile(np.arange(n, dtype=np.int64), len(epochs)),
+            "correct": np.concatenate([hits[e].numpy() for e in epochs]) if epochs else np.zeros(0, dtype=bool),
+        }
+    )[list(PREDICTION_COLUMNS)]
 
 
 def _log_epoch(cfg: TrainConfig, rows: list[EpochMetrics], epoch: int) -> None:

@@ -43,6 +43,7 @@ wildcard_constraints:
     model="|".join(L.MODELS),
     epoch=r"\d+",
     shard=r"\d+",
+    variant=r"[a-z_]+=[^/]+",
 
 
 def exp(wildcards):
@@ -87,11 +88,33 @@ def final_checkpoint(experiment, mode):
     return L.checkpoint_file(experiment, mode, e.epochs(mode))
 
 
+def downstream_modes(experiment):
+    return [m for m in EXPERIMENTS[experiment].modes if m != "pretrain"]
+
+
+def final_manifests(wildcards):
+    return [
+        L.checkpoint_manifest(wildcards.experiment, m)
+        for m in downstream_modes(wildcards.experiment)
+    ]
+
+
+def final_models(wildcards):
+    return " ".join(
+        f"--model {m} {final_checkpoint(wildcards.experiment, m)}"
+        for m in downstream_modes(wildcards.experiment)
+    )
+
+
+def mode_metrics(wildcards):
+    return [L.training_metrics(wildcards.experiment, m) for m in exp(wildcards).modes]
+
+
 def shards_of(e, path):
     """Every (model, explained epoch, shard) of an experiment, as paths made by ``path``."""
     return [
         path(e.name, model, epoch, k)
-        for model in L.MODELS
+        for model in e.models
         for epoch in e.explained_epochs(model)
         for k in range(e.extraction.shards)
     ]
@@ -99,6 +122,22 @@ def shards_of(e, path):
 
 def interaction_shards(wildcards):
     return shards_of(exp(wildcards), L.interactions_shard)
+
+
+def variant_shards(wildcards):
+    """A variant's own interactions when it changes the sparsification, else the default ones."""
+    e = exp(wildcards)
+    if not e.resolves(wildcards.variant):
+        return shards_of(e, L.interactions_shard)
+    return [L.variant_interactions(e.name, wildcards.variant)]
+
+
+def sensitivity_inputs(wildcards):
+    e = exp(wildcards)
+    return {
+        "default": L.knowledge_table(e.name, "measures"),
+        **{v: L.variant_measures(e.name, v) for v in e.variants()},
+    }
 
 
 def all_targets():
@@ -111,15 +150,21 @@ def all_targets():
             for task in L.TASKS
             if task == "downstream" or not e.weights
         ]
-        for mode in L.MODES:
+        for mode in e.modes:
             targets += [
                 L.checkpoint_dir(name, mode),
                 L.checkpoint_manifest(name, mode),
                 L.training_metrics(name, mode),
+                L.predictions(name, mode),
             ]
         targets += [L.metrics(name), L.selection(name), L.samples(name)]
         targets += shards_of(e, L.games_shard) + shards_of(e, L.interactions_shard)
         targets += [L.knowledge_table(name, t) for t in L.KNOWLEDGE_TABLES]
+        for variant in e.variants():
+            targets.append(L.variant_measures(name, variant))
+            if e.resolves(variant):
+                targets.append(L.variant_interactions(name, variant))
+        targets.append(L.sensitivity_table(name))
         targets += [
             L.figure(name, f, fmt)
             for f in L.EXPERIMENT_FIGURES
@@ -132,5 +177,24 @@ def all_targets():
 
 
 def figure_args(wildcards, input):
-    """``--input NAME=PATH`` for every named input of a figure rule."""
-    return " ".join(f"--input {name}={path}" for name, path in input.items())
+    """``--input NAME=PATH`` for every named input of a figure rule (each path of a list)."""
+    args = []
+    for name, paths in input.items():
+        for path in [paths] if isinstance(paths, str) else paths:
+            args.append(f"--input {name}={path}")
+    return " ".join(args)
+
+
+def claims_inputs():
+    """What the claims stage reads, per experiment (its dataset × architecture decides the pool)."""
+    return {
+        name: {
+            "group": f"{e.dataset_name}-{e.architecture_name}",
+            "classes": spec.downstream_classes(e.dataset),
+            "measures": L.knowledge_table(name, "measures"),
+            "metrics": L.metrics(name),
+            "predictions": {m: L.predictions(name, m) for m in ("finetune", "scratch")},
+            "variants": {v: L.variant_measures(name, v) for v in e.variants()},
+        }
+        for name, e in EXPERIMENTS.items()
+    }

@@ -11,11 +11,15 @@ FIGURE_INPUTS = {
     },
 }
 REPORT_CATEGORIES = {
+    "claims": "0. Claims against controls",
     "knowledge": "1. Knowledge decomposition",
     "learnability": "2. Preserved-learnability ratio",
+    "convergence": "3. Convergence of knowledge",
     "similarity": "3. Convergence of knowledge",
+    "benefit": "4. Training curves",
     "training": "4. Training curves",
     "examples": "5. Examples",
+    "sensitivity": "6. Sensitivity to the analysis choices",
 }
 
 
@@ -49,25 +53,43 @@ for _figure in L.EXPERIMENT_FIGURES:
             "> {log:q} 2>&1"
 
 
-rule figure_learnability:
-    """Preserved-learnability ratio of every experiment (paper's Figure 3)."""
-    input:
-        learnability=[L.knowledge_table(e, "learnability") for e in EXPERIMENTS],
-    output:
-        png=report(
-            L.figure(None, "learnability", "png"),
-            caption="../report/learnability.rst",
-            category=REPORT_CATEGORIES["learnability"],
-        ),
-        pdf=L.figure(None, "learnability", "pdf"),
-    log:
-        L.log(None, "figures", "learnability"),
-    conda:
-        ENV
-    params:
-        inputs=lambda wc, input: " ".join(f"--input learnability={t}" for t in input),
-        settings=as_json(spec.to_plain(CONFIG.figures)),
-        code=code("figure"),
-    shell:
-        "python -m pretrain_knowledge figure learnability {params.inputs} --settings {params.settings:q} "
-        "--png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
+GLOBAL_FIGURE_INPUTS = {
+    "benefit": {"metrics": [L.metrics(e) for e in EXPERIMENTS]},
+    "convergence": {
+        "similarity": [L.knowledge_table(e, "similarity") for e in EXPERIMENTS],
+        "measures": [L.knowledge_table(e, "measures") for e in EXPERIMENTS],
+    },
+    "learnability": {
+        "learnability": [L.knowledge_table(e, "learnability") for e in EXPERIMENTS]
+    },
+    "sensitivity": {"sensitivity": [L.sensitivity_table(e) for e in EXPERIMENTS]},
+}
+
+
+for _figure in GLOBAL_FIGURE_INPUTS:
+
+    rule:
+        name:
+            f"figure_{_figure}"
+        input:
+            **GLOBAL_FIGURE_INPUTS[_figure],
+        output:
+            png=report(
+                L.figure(None, _figure, "png"),
+                caption=f"../report/{_figure}.rst",
+                category=REPORT_CATEGORIES[_figure],
+            ),
+            pdf=L.figure(None, _figure, "pdf"),
+        log:
+            L.log(None, "figures", _figure),
+        conda:
+            ENV
+        params:
+            name=_figure,
+            inputs=figure_args,
+            settings=as_json(spec.to_plain(CONFIG.figures)),
+            code=code("figure"),
+        shell:
+            "python -m pretrain_knowledge figure {params.name} {params.inputs} "
+            "--settings {params.settings:q} --png {output.png:q} --pdf {output.pdf:q} "
+            "> {log:q} 2>&1"

@@ -1,11 +1,8 @@
 rule select:
-    """k test images per class that every final model gets right, and their players."""
+    """k test images per class that the required final models get right, and their players."""
     input:
         data=L.data_file("{experiment}", "downstream"),
-        models=[
-            L.checkpoint_manifest("{experiment}", mode)
-            for mode in ("probe", "finetune", "scratch")
-        ],
+        models=final_manifests,
     output:
         selection=L.selection("{experiment}"),
         table=L.samples("{experiment}"),
@@ -16,10 +13,7 @@ rule select:
     threads: lambda wc: exp(wc).threads.selection
     params:
         settings=lambda wc: as_json(exp(wc).select_settings()),
-        models=lambda wc: " ".join(
-            f"--model {m} {final_checkpoint(wc.experiment, m)}"
-            for m in ("probe", "finetune", "scratch")
-        ),
+        models=final_models,
         code=code("select"),
     shell:
         "python -m pretrain_knowledge select --data {input.data:q} {params.models} --settings {params.settings:q} "

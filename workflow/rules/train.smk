@@ -1,6 +1,7 @@
-# The four training modes of method.md §1, one rule each: pretrain on the upstream task (or
-# storing ImageNet weights), then probe and finetune from its last checkpoint, and scratch from
-# random initialisation. Each saves every epoch and a manifest of the checkpoints.
+# The training modes of method.md §1 and §7, one rule each: pretrain on the upstream task (or
+# storing ImageNet weights), then probe and finetune from its last checkpoint, scratch from random
+# initialisation, and the controls scratch_b and random_probe. Each saves every epoch, a manifest
+# of the checkpoints and every test image's correctness per epoch.
 
 for _mode in L.MODES:
 
@@ -14,6 +15,7 @@ for _mode in L.MODES:
             checkpoints=directory(L.checkpoint_dir("{experiment}", _mode)),
             manifest=L.checkpoint_manifest("{experiment}", _mode),
             metrics=L.training_metrics("{experiment}", _mode),
+            predictions=L.predictions("{experiment}", _mode),
         log:
             L.log("{experiment}", "train", _mode),
         benchmark:
@@ -34,13 +36,13 @@ for _mode in L.MODES:
         shell:
             "python -m pretrain_knowledge {params.mode} --settings {params.settings:q} {params.data} {params.init} "
             "--out-dir {output.checkpoints:q} --manifest {output.manifest:q} "
-            "--metrics {output.metrics:q} > {log:q} 2>&1"
+            "--metrics {output.metrics:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule metrics:
     """One table of every model's per-epoch train and test loss and accuracy."""
     input:
-        [L.training_metrics("{experiment}", mode) for mode in L.MODES],
+        mode_metrics,
     output:
         L.metrics("{experiment}"),
     log:

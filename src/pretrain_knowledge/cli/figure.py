@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,8 +17,9 @@ from .common import FORMATTER, add_settings, settings
 def build_parser(stage: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Draw a figure from the workflow's tables. Inputs by name: knowledge: decomposition=; "
-        "similarity: similarity=; training: metrics=; examples: selection= members=; learnability: "
-        "learnability= (repeat, one per experiment).",
+        "similarity: similarity=; training: metrics=; examples: selection= members=; claims: claims=; "
+        "learnability: learnability=; convergence: similarity= measures=; benefit: metrics= "
+        "(repeat each, one per experiment).",
         formatter_class=FORMATTER,
     )
     p.add_argument("name", choices=EXPERIMENT_FIGURES + GLOBAL_FIGURES)
@@ -27,6 +29,18 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--png", required=True)
     p.add_argument("--pdf", required=True)
     return p
+
+
+def _all(pairs: list[tuple[str, str]], name: str, experiment_from_path: bool = False) -> pd.DataFrame:
+    """Every input of one name, concatenated (one table per experiment)."""
+    frames = []
+    for key, path in pairs:
+        if key == name:
+            frame = pd.read_parquet(path)
+            if experiment_from_path:
+                frame = frame.assign(experiment=Path(path).parent.name)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
         selection = load_selection(inputs["selection"])
         draw = plots.text_examples_figure if isinstance(selection, TextSelection) else plots.examples_figure
         fig = draw(selection, pd.read_parquet(inputs["members"]), n_examples=s.examples, title=args.title)  # type: ignore[arg-type]
+    elif args.name == "claims":
+        fig = plots.claims_figure(pd.read_parquet(inputs["claims"]))
+    elif args.name == "convergence":
+        fig = plots.convergence_figure(_all(pairs, "similarity"), _all(pairs, "measures"))
+    elif args.name == "sensitivity":
+        fig = plots.sensitivity_figure(_all(pairs, "sensitivity"))
+    elif args.name == "benefit":
+        fig = plots.benefit_figure(_all(pairs, "metrics", experiment_from_path=True))
     else:
         paths = [path for name, path in pairs if name == "learnability"]
         fig = plots.learnability_figure(plots.concat_tables(paths))

@@ -14,7 +14,7 @@ from ..catalog import ARCHITECTURES
 
 from ..testing import FIXTURE_DATASETS, FakeTree, write_fixtures
 
-_ARCHS = tuple(a for a, info in ARCHITECTURES.items() if info.imagenet)
+_ARCHS = tuple(a for a, info in ARCHITECTURES.items() if info.weights_file)
 
 
 def run(args: argparse.Namespace) -> int:

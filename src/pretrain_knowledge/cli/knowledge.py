@@ -19,12 +19,12 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
         "method.md §4 (per sample and aggregated).",
         formatter_class=FORMATTER,
     )
-    p.add_argument("shards", nargs="+", help="interaction shards (hive paths model=…/epoch=…)")
+    p.add_argument("shards", nargs="+", help="interaction shards (hive paths model=…/epoch=…), or folders of them")
     p.add_argument("--experiment", required=True, help="experiment name stored in every table")
     add_settings(p, "spec.KnowledgeSpec")
     p.add_argument(
         "--out", action="append", default=[], metavar="NAME=PATH",
-        help=f"output table, one per name of {list(KNOWLEDGE_TABLES)}",
+        help=f"output table NAME=PATH for names of {list(KNOWLEDGE_TABLES)}; only the named ones are written",
     )
     return p
 
@@ -36,17 +36,17 @@ def outputs(pairs: list[str]) -> dict[str, Path]:
         if not sep or name not in KNOWLEDGE_TABLES:
             raise SystemExit(f"--out takes NAME=PATH with NAME one of {list(KNOWLEDGE_TABLES)}, got {pair!r}")
         out[name] = Path(path)
-    absent = [n for n in KNOWLEDGE_TABLES if n not in out]
-    if absent:
-        raise SystemExit(f"--out is missing the tables {absent}")
+    if not out:
+        raise SystemExit(f"--out names no table; give NAME=PATH for some of {list(KNOWLEDGE_TABLES)}")
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     paths = outputs(args.out)
-    tables = knowledge_tables(read_interactions(args.shards), settings(KnowledgeSpec, args.settings))
-    for name, frame in tables.items():
-        write_parquet(with_experiment(frame, args.experiment), paths[name])
+    shards = [f for path in args.shards for f in (sorted(Path(path).rglob("*.parquet")) if Path(path).is_dir() else [path])]
+    tables = knowledge_tables(read_interactions(shards), settings(KnowledgeSpec, args.settings))
+    for name, path in paths.items():
+        write_parquet(with_experiment(tables[name], args.experiment), path)
     summary = tables["decomposition_summary"]
     totals = summary[summary["type"] == "all"].set_index("kind")["count_mean"]
     ratio = tables["learnability_summary"]["ratio_mean"].iloc[0]

@@ -14,14 +14,15 @@ from .common import FORMATTER, add_settings, log, set_threads, settings
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Draw k test images per class that all final models classify correctly, and n "
-        "players per image; write the selection artefact and table.",
+        description="Draw k test images (or sentences) per class that the final models of "
+        "selection.correct_under classify correctly, and n players per image; write the selection "
+        "artefact and table (every model's correctness per sample).",
         formatter_class=FORMATTER,
     )
     p.add_argument("--data", required=True, help="prepared downstream task file (prepare-data)")
     p.add_argument(
         "--model", nargs=2, action="append", metavar=("NAME", "CHECKPOINT"), required=True,
-        help="a final model that must classify the samples correctly (repeat per model)",
+        help="a final model, classified under and, if in selection.correct_under, required correct (repeat per model)",
     )
     add_settings(p, "spec.SelectSettings")
     p.add_argument("--out", required=True, help="selection artefact (.pt)")
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         rule=players.rule,
         rule_options=players.options,
         batch_size=s.selection.batch_size,
+        correct_under=s.selection.correct_under,
     )
     if isinstance(task, TextTask):
         selection = make_text_selection(models, task.test, max_words=int(task.info["max_words"]), **common)

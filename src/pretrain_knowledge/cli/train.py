@@ -31,8 +31,13 @@ DESCRIPTIONS = {
     "classes, and train every layer. Checkpoints every epoch feed the convergence analysis.",
     "scratch": "Train the architecture from scratch on the downstream task, with the same schedule as "
     "fine-tuning.",
+    "scratch_b": "The scratch control: the same recipe as scratch with another seed (method.md §7).",
+    "random_probe": "The probe control: a linear head on a randomly initialised, frozen backbone of the same "
+    "architecture, trained like the probe (method.md §7).",
+    "scratch_converged": "Scratch trained to convergence (training.scratch_converged): the model claims C1 "
+    "and C2 compare against.",
 }
-_NOT_FLAGS = ("mode", "init")
+_NOT_FLAGS = ("mode", "init", "keep")
 
 
 def _flag_type(annotation: object) -> typing.Any:
@@ -65,6 +70,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="folder for epoch-000.pt ... epoch-<epochs>.pt")
     p.add_argument("--metrics", required=True, help="Parquet file: model, epoch, split, loss, accuracy, seconds")
     p.add_argument("--manifest", default=None, help="JSON manifest of the checkpoints (size, SHA-256)")
+    p.add_argument("--predictions", default=None, help="Parquet file: per epoch and test image, whether it was correct")
     return p
 
 
@@ -86,11 +92,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_of(args)
     set_threads(cfg.threads)
     if args.data is None:
-        result = train(cfg, None, None, args.out_dir, args.metrics, manifest_path=args.manifest)
+        result = train(cfg, None, None, args.out_dir, args.metrics, manifest_path=args.manifest, predictions_path=args.predictions)
     else:
         task = load_any_task(args.data)
         result = train(
-            cfg, task.train, task.test, args.out_dir, args.metrics, data_info=task.info, manifest_path=args.manifest
+            cfg, task.train, task.test, args.out_dir, args.metrics, data_info=task.info,
+            manifest_path=args.manifest, predictions_path=args.predictions,
         )
     log(f"[{cfg.mode}] {len(result.checkpoints)} checkpoints in {args.out_dir}")
     return 0
