@@ -8,4 +8,4 @@ analysis: setup
 	.venv/bin/snakemake --cores 2
 
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=30

@@ -135,7 +135,11 @@ def cost(e: Experiment, classes: int) -> Cost:
 
 
 def count(config: dict) -> list[Cost]:
-    return [cost(e, int(downstream_classes(e.dataset))) for e in load_experiments(config).values()]
+    experiments = load_experiments(config).values()
+    text = sorted(e.name for e in experiments if e.modality == "text")
+    if text:  # no measured or published BERT rates to count them with
+        raise SystemExit(f"paper_cost.py counts image experiments only; {', '.join(text)} are text experiments")
+    return [cost(e, int(downstream_classes(e.dataset))) for e in experiments]
 
 
 def _device() -> str:

@@ -13,8 +13,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f .venv/.setup-stamp ] || [ pyproject.toml -nt .venv/.setup-stamp ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    # torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml.
-    .venv/bin/python -m pip install -q -e '.[test]'
+    # torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml; the `text` extra
+    # (transformers, pinned) serves the text domain and its tests.
+    .venv/bin/python -m pip install -q -e '.[test,text]'
     touch .venv/.setup-stamp
 fi
 

@@ -1,4 +1,5 @@
-"""The conda environment for `--sdm conda` lists exactly the runtime packages of pyproject.toml."""
+"""The conda environment for `--sdm conda` lists exactly the runtime packages of pyproject.toml
+(its dependencies and the runtime extras)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ def _split(requirement: str) -> tuple[str, str]:
     return name, match.group(2).replace(" ", "")
 
 
+RUNTIME_EXTRAS = ("text",)
+"""Optional extras whose packages the jobs need (text experiments run transformers)."""
+
+
 def _pyproject() -> dict[str, str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return dict(_split(r) for r in project["dependencies"])
+    extras = [r for name in RUNTIME_EXTRAS for r in project["optional-dependencies"][name]]
+    return dict(_split(r) for r in [*project["dependencies"], *extras])
 
 
 def _conda_env() -> dict[str, str]:

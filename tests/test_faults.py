@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from conftest import CONFIG, EXPERIMENT, copy_repo, overlay, snakemake
 from pretrain_knowledge.extraction import check_finite
@@ -121,11 +122,17 @@ def test_command_line_config_unknown_key_and_nested_value(damaged_run: Path) -> 
 def test_a_yaml_syntax_error_names_file_and_line(damaged_run: Path) -> None:
     default = damaged_run / "config" / "config.yaml"
     lines = default.read_text().splitlines()
-    lines[20] = lines[20] + " ["  # an unclosed flow sequence on line 21
+    k = lines.index("  fmnist:")  # a key whose value is the block below
+    lines[k] = lines[k] + " ["  # an unclosed flow sequence
     default.write_text("\n".join(lines) + "\n")
     proc = snakemake(damaged_run, "-n", *CONFIG)
     assert proc.returncode != 0
-    assert "config file config/config.yaml, line 2" in proc.stdout + proc.stderr  # the parser reports the line it stops at
+    # The line the parser stops at (after the comments following the broken key), as PyYAML says.
+    with pytest.raises(yaml.YAMLError) as err:
+        yaml.safe_load(default.read_text())
+    stop = err.value.problem_mark.line + 1
+    assert k + 1 < stop
+    assert f"config file config/config.yaml, line {stop}" in proc.stdout + proc.stderr, proc.stderr[-2000:]
     broken = damaged_run / "broken.yaml"
     broken.write_text("extraction:\n  shards: [2\n")
     check = subprocess.run(

@@ -147,7 +147,7 @@ def test_catalog_names_have_implementations() -> None:
 
     assert set(READERS) == set(catalog.SOURCES)
     assert available_models() == sorted(catalog.ARCHITECTURES)
-    assert set(players.PLAYER_RULES) == {"central", "bbox", "parts"}
+    assert set(players.PLAYER_RULES) == {"central", "bbox", "parts", "words"}
     assert set(catalog.SPARSIFY_OPTIONS) == set(catalog.SPARSIFY_METHODS) == set(catalog.MAX_PLAYERS)
     assert layout.MODELS == tuple(m for m in layout.MODES if m != "probe")
 

@@ -1,5 +1,10 @@
 """What exists, and its static limits: data sources, architectures and sparsification methods.
 
+Every source and architecture has a ``modality``: ``image`` (a picture cut into square patches) or
+``text`` (a sentence whose players are words). A config may only pair a source and an architecture
+of the same modality, and a source's modality decides which player rules fit it
+(:mod:`pretrain_knowledge.players`).
+
 Why a separate, torch-free module: the workflow checks a whole config against these facts when it
 is loaded, before any job runs (a bad patch size must not delete yesterday's selection first), and
 Snakemake loads the workflow on every call and in every cluster job, where importing torch would
@@ -10,6 +15,7 @@ that every name here has an implementation and vice versa.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .typed import setting
@@ -36,6 +42,10 @@ class SourceInfo:
     downloadable: bool
     """torchvision can fetch it into ``root`` when online."""
     default_root: str | None = None
+    modality: str = "image"
+    """``image`` or ``text`` (see the module doc)."""
+    max_words: int | None = None
+    """Text: words kept per sentence, the width of the 1 × W word grid; None for images."""
 
 
 FASHION_MNIST_DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -59,6 +69,41 @@ class SyntheticSpec:
     structure_seed: int = setting(0, "Seed of the class layouts and motif colours.", minimum=0)
     noise: float = setting(0.25, "Standard deviation of the pixel noise (images in [0, 1]).", minimum=0)
     motifs_per_class: int = setting(3, "Motifs that make up a class.", minimum=1, maximum=9)
+
+
+@dataclass(frozen=True)
+class GeneratedTextSpec:
+    """Options of the ``generated_text`` source: seeded sentences for tests and offline runs (data.text).
+
+    Each class is a fixed set of ``keywords_per_class`` keywords from one shared bank, scattered
+    among filler words; classes share keywords, so what a model learns about them on some classes
+    transfers to others (as ``synthetic`` shares stroke motifs).
+    """
+
+    num_classes: int = setting(10, "Classes generated.", minimum=2)
+    train_per_class: int = setting(200, "Training sentences per class.", minimum=1)
+    test_per_class: int = setting(50, "Test sentences per class.", minimum=1)
+    min_words: int = setting(8, "Fewest words of a sentence.", minimum=4)
+    max_words: int = setting(16, "Most words of a sentence; also the width of the word grid.", minimum=4, maximum=64)
+    keywords_per_class: int = setting(3, "Keywords that make up a class (from a shared bank of 12).", minimum=1, maximum=6)
+    keep: float = setting(
+        0.85, "Probability that each keyword of the class appears (at least two always do).", exclusive_minimum=0, maximum=1
+    )
+    seed: int = setting(0, "Seed of the sentences (filler words, order, dropped keywords, distractors).", minimum=0)
+    structure_seed: int = setting(0, "Seed of the class keyword sets.", minimum=0)
+
+
+@dataclass(frozen=True)
+class Sst2Spec:
+    """Options of the ``sst2`` source (GLUE SST-2's ``train.tsv`` / ``dev.tsv``)."""
+
+    max_words: int = setting(
+        50,
+        "Sentences are cut after this many words (whitespace tokens of the GLUE files); also the width "
+        "of the word grid. 50 keeps all but a handful of SST-2's sentences whole.",
+        minimum=4,
+        maximum=256,
+    )
 
 
 SOURCES: dict[str, SourceInfo] = {
@@ -89,17 +134,31 @@ SOURCES: dict[str, SourceInfo] = {
             "synthetic", "generated stroke-motif images (options: SyntheticSpec)",
             None, None, None, True, True, "source", False, False,
         ),
+        SourceInfo(
+            "sst2", "GLUE SST-2 sentiment: <root>/train.tsv and dev.tsv (sentence, label); dev is the test split",
+            None, None, 2, False, False, "source", True, True, modality="text", max_words=Sst2Spec().max_words,
+        ),
+        SourceInfo(
+            "generated_text", "generated keyword sentences (options: GeneratedTextSpec)",
+            None, None, None, False, False, "source", False, False, modality="text",
+        ),
     )
 }
 """Every data source, by the name a config uses (``datasets.<name>.source``)."""
 
-SOURCE_OPTIONS: dict[str, type] = {"synthetic": SyntheticSpec}
+SOURCE_OPTIONS: dict[str, type] = {"synthetic": SyntheticSpec, "sst2": Sst2Spec, "generated_text": GeneratedTextSpec}
 """Sources that take ``options``, and the dataclass that defines them."""
 
 
 def source_facts(source: str, options: dict) -> SourceInfo:
-    """A source's facts with the ones its options decide (synthetic: size, channels, classes)."""
+    """A source's facts with the ones its options decide (synthetic: size, channels, classes; text:
+    classes and words per sentence)."""
     info = SOURCES[source]
+    if source == "generated_text":
+        text = GeneratedTextSpec(**options)
+        return dataclasses.replace(info, num_classes=text.num_classes, max_words=text.max_words)
+    if source == "sst2":
+        return dataclasses.replace(info, max_words=Sst2Spec(**options).max_words)
     if source == "synthetic":
         spec = SyntheticSpec(**options)
         return SourceInfo(
@@ -122,7 +181,18 @@ class ArchitectureInfo:
     imagenet: str | None
     """torchvision weights enum member used for ``weights: imagenet``; None: no download."""
     weights_file: bool = True
-    """Whether ImageNet weights load from a local state-dict file (``weights: <path>``)."""
+    """Whether ImageNet weights load from a local state-dict file (``weights: <path>``); text
+    architectures take a Hugging Face folder or name instead (``hub``)."""
+    modality: str = "image"
+    hub: str | None = None
+    """Text: the Hugging Face name of its pre-trained (MLM) weights; None: no pre-trained weights."""
+    family: str | None = None
+    """Text: the transformers ``model_type`` its weights must have (``bert``, ``distilbert``)."""
+
+
+TEXT_MAX_TOKENS = 128
+"""Text models read at most this many tokens ([CLS] and [SEP] included); a sentence is cut after the
+last whole word that fits (data.text)."""
 
 
 ARCHITECTURES: dict[str, ArchitectureInfo] = {
@@ -135,6 +205,18 @@ ARCHITECTURES: dict[str, ArchitectureInfo] = {
         ArchitectureInfo("vit_b_16", "torchvision ViT-B/16; 768-d class token", 224, 16, 16, "IMAGENET1K_V1"),
         # torchvision has no ViT-S; its weights come from a file, in timm's layout or torchvision's.
         ArchitectureInfo("vit_s_16", "ViT-S/16 (12 layers, 6 heads, 384-d); 384-d class token", 224, 16, 16, None),
+        ArchitectureInfo(
+            "bert_base", "Hugging Face BERT-base (12 layers, 768-d); features: the pooled [CLS] vector",
+            0, 0, 1, None, weights_file=False, modality="text", hub="bert-base-uncased", family="bert",
+        ),
+        ArchitectureInfo(
+            "distilbert", "Hugging Face DistilBERT (6 layers, 768-d); features: the [CLS] hidden state",
+            0, 0, 1, None, weights_file=False, modality="text", hub="distilbert-base-uncased", family="distilbert",
+        ),
+        ArchitectureInfo(
+            "tiny_bert", "a 2-layer, 32-d BERT with random weights and a vocabulary built from the data (tests)",
+            0, 0, 1, None, weights_file=False, modality="text", family="bert",
+        ),
     )
 }
 """Every architecture, by the name a config uses (``architectures.<name>.model``)."""

@@ -11,6 +11,11 @@ channel count), and torchvision's ``resnet18``, ``resnet50``, ``vgg16`` (inputs 
 ``VisionTransformer`` (torchvision ships no ViT-S). ImageNet weights come from a local file (a
 torchvision state dict of the same architecture; for ``vit_s_16`` also timm's layout, whose keys
 are mapped) or, when online, torchvision's weights API.
+
+Text architectures (``bert_base``, ``distilbert``, ``tiny_bert``) live in
+:mod:`pretrain_knowledge.models_text` with the same interface (``backbone``, ``head``,
+``features``, ``config``); :func:`build_model` and :func:`model_from_config` dispatch on the
+architecture's modality.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import models_text
 from .catalog import ARCHITECTURES, ArchitectureInfo
 
 
@@ -174,6 +180,8 @@ def build_model(
     With weights, the ImageNet head is kept when ``num_classes`` is 1000 and replaced otherwise.
     """
     spec = _spec(arch)
+    if spec.modality == "text":
+        return models_text.build_text_model(arch, num_classes, weights=weights)  # type: ignore[return-value]
     size = int(image_size or spec.default_image_size)
     if arch == "small_cnn":
         if weights is not None:
@@ -327,6 +335,8 @@ def timm_vit_to_torchvision(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def model_from_config(config: dict[str, Any]) -> Classifier:
     """Rebuild the (untrained) module a checkpoint's ``config['model']`` describes."""
+    if _spec(config["arch"]).modality == "text":
+        return models_text.text_model_from_config(config)  # type: ignore[return-value]
     return build_model(
         config["arch"],
         int(config["num_classes"]),

@@ -8,7 +8,12 @@ players of its game; all other patches keep their pixels in every masked image. 
 * ``bbox`` — ``n`` distinct patches drawn from those covered by the object's bounding box
   (Stanford Cars);
 * ``parts`` — the patches under the image's *visible* part keypoints (CUB's beak, crown, wings,
-  …), topped up with patches drawn from the bounding box.
+  …), topped up with patches drawn from the bounding box;
+* ``words`` (text sources only) — ``n`` distinct content words of the sentence, drawn uniformly.
+
+A sentence is a ``1 × W`` grid of one-unit patches (``PatchGrid(1, W, 1)``, W = the source's
+``max_words``): patch id i is word i of the sentence (whitespace-separated, as the data files hold
+it), so games, interactions and every table keep the image schema.
 
 Each rule is a frozen dataclass whose fields are its options (``selection.players.options``), so
 a config is checked against them before any job runs.
@@ -111,6 +116,9 @@ class SampleContext:
     """(C, H, W) uint8 tensor, the stored image (the models see it normalised)."""
     annotation: ImageAnnotation | None = None
     """Bounding box and part keypoints in pixel coordinates of ``image``, where the dataset has them."""
+    words: tuple[str, ...] | None = None
+    """Text: the words of the sentence the model sees (after cutting it to fit the model); a word
+    the tokenizer maps to no token is given as ``""``."""
 
 
 def sample_rng(seed: int, dataset_index: int) -> np.random.Generator:
@@ -328,7 +336,84 @@ class PartsRule:
         return _fill(chosen, n, grid, ann.box, self.min_overlap, rng)
 
 
-PLAYER_RULES: dict[str, type] = {"central": CentralRule, "bbox": BoxRule, "parts": PartsRule}
+# ----------------------------------------------------------------------------------------------
+# words (text)
+# ----------------------------------------------------------------------------------------------
+
+
+STOP_WORDS: frozenset[str] = frozenset(
+    """a about above after again against all am an and any are aren't as at be because been before
+    being below between both but by can can't cannot could couldn't did didn't do does doesn't doing
+    don't down during each few for from further had hadn't has hasn't have haven't having he he'd
+    he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if in into
+    is isn't it it's its itself let's me more most mustn't my myself no nor not of off on once only
+    or other ought our ours ourselves out over own same shan't she she'd she'll she's should
+    shouldn't so some such than that that's the their theirs them themselves then there there's
+    these they they'd they'll they're they've this those through to too under until up very was
+    wasn't we we'd we'll we're we've were weren't what what's when when's where where's which while
+    who who's whom why why's with won't would wouldn't you you'd you'll you're you've your yours
+    yourself yourselves 's 're 've 'd 'll 'm n't -lrb- -rrb- also just will""".split()
+)
+"""English stop words (the classic list of 174, plus the clitics and bracket tokens of the SST/PTB
+tokenisation and three frequent fillers). Why skip them: the lab code the paper builds on draws its
+text players among the non-stop-word tokens too (sjtu-xai-lab/generalizable-interaction,
+utils/util.py: stop words, punctuation, single letters and digits are never players), because a
+game over "the", "a" and commas says little about what the model knows."""
+
+
+def is_content_word(word: str, skip_stop_words: bool = True) -> bool:
+    """A word that may be a player: it has a letter or digit, is longer than one character, and (with
+    ``skip_stop_words``) is not a stop word. Punctuation, single letters and digits never play."""
+    if len(word) < 2 or not any(ch.isalnum() for ch in word):
+        return False
+    return not (skip_stop_words and word.lower() in STOP_WORDS)
+
+
+@dataclass(frozen=True)
+class WordsRule:
+    """n distinct content words of the sentence, drawn uniformly (text sources).
+
+    Candidates are the words the model sees (a sentence is cut to the source's ``max_words`` and to
+    the model's token limit) that pass :func:`is_content_word`; ``n`` of them are drawn uniformly at
+    random with the sample's seeded generator, whatever the sentence's length, so a long sentence's
+    players are spread over all of it rather than its start. A player is a whole word: all the
+    word-piece tokens of a word are masked together. A sentence with fewer than ``n`` candidates is
+    not explained (the selection skips it, as the lab code skips sentences with fewer than 10).
+    """
+
+    skip_stop_words: bool = setting(True, "words: never draw stop words (players.STOP_WORDS) as players.")
+    needs: ClassVar[str | None] = "words"
+
+    def check(self, grid: PatchGrid, n: int) -> str | None:
+        if grid.n_rows != 1 or grid.patch_size != 1:
+            return "rule 'words' needs the 1 × W word grid of a text source"
+        if grid.n_cols < n:
+            return (
+                f"{n} players but sentences keep at most {grid.n_cols} words; lower selection.players.n "
+                "or raise the source's max_words option"
+            )
+        return None
+
+    def candidates(self, words: Sequence[str]) -> list[int]:
+        """Word indices that may be players, ascending."""
+        return [i for i, w in enumerate(words) if is_content_word(w, self.skip_stop_words)]
+
+    def __call__(self, grid: PatchGrid, n: int, sample: SampleContext, rng: np.random.Generator) -> list[int]:
+        if sample.words is None:
+            raise ValueError(
+                f"selection.players.rule='words' needs the words of sample {sample.sample_id}; it is for text sources"
+            )
+        words = list(sample.words)[: grid.n_cols]
+        pool = self.candidates(words)
+        if len(pool) < n:
+            raise ValueError(
+                f"sample {sample.sample_id} (test sentence {sample.dataset_index}) has {len(pool)} content words, "
+                f"fewer than the {n} players; such sentences are skipped by the selection"
+            )
+        return _draw(pool, n, rng)
+
+
+PLAYER_RULES: dict[str, type] = {"central": CentralRule, "bbox": BoxRule, "parts": PartsRule, "words": WordsRule}
 """Rule name (``selection.players.rule``) → its class; the class's fields are its options."""
 
 
@@ -370,10 +455,22 @@ def make_rule(rule: str, options: Mapping[str, Any] | None = None) -> Any:
 
 
 def check_rule(
-    rule: str, grid: PatchGrid, n: int, options: Mapping[str, Any] | None, *, boxes: bool, parts: bool
+    rule: str,
+    grid: PatchGrid,
+    n: int,
+    options: Mapping[str, Any] | None,
+    *,
+    boxes: bool,
+    parts: bool,
+    words: bool = False,
 ) -> str | None:
-    """Why ``rule`` cannot give ``n`` players on ``grid`` for a source with/without boxes and parts."""
+    """Why ``rule`` cannot give ``n`` players on ``grid`` for a source with/without boxes and parts,
+    or for a text source (``words``): text needs rule ``words``, which fits nothing else."""
     obj = make_rule(rule, options)
+    if words and obj.needs != "words":
+        return f"rule {rule!r} is for images; a text source's players are words: use rule 'words'"
+    if obj.needs == "words" and not words:
+        return "rule 'words' is for text sources; use rule 'central'"
     if obj.needs == "boxes" and not boxes:
         return f"rule {rule!r} needs bounding boxes, which this dataset's source has not; use rule 'central'"
     if obj.needs == "parts" and not (parts or boxes):

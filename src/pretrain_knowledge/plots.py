@@ -324,6 +324,91 @@ def examples_figure(
     return fig
 
 
+def _wrap(words: Sequence[str], width: int) -> list[list[int]]:
+    """Word indices per line, breaking before a word that would pass ``width`` characters."""
+    lines: list[list[int]] = [[]]
+    used = 0
+    for i, word in enumerate(words):
+        if lines[-1] and used + 1 + len(word) > width:
+            lines.append([])
+            used = 0
+        used += len(word) + (1 if lines[-1] else 0)
+        lines[-1].append(i)
+    return lines
+
+
+def _draw_sentence(
+    ax: Axes, words: Sequence[str], lines: list[list[int]], styles: dict[int, dict[str, Any]], width: int
+) -> None:
+    """Words in a monospace grid of ``width`` characters per line; ``styles[i]`` boxes word i."""
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    step = 1.0 / (width + 1)
+    height = 1.0 / (len(lines) + 1)
+    for row, line in enumerate(lines):
+        x = step / 2
+        for i in line:
+            ax.text(
+                x, 1 - (row + 1) * height, words[i], family="monospace", fontsize=7, va="center", ha="left",
+                bbox=styles.get(i),
+            )
+            x += (len(words[i]) + 1) * step
+
+
+@_themed
+def text_examples_figure(selection: Any, members: pd.DataFrame, n_examples: int = 5, title: str = "") -> Figure:
+    """Figure 5 for text: sentences with their strongest preserved, discarded and new interaction.
+
+    ``selection`` is a :class:`pretrain_knowledge.selection_text.TextSelection`. Column 1 boxes the
+    player words (numbered by player index); the others fill the words of the strongest element of
+    each kind, red for AND and blue for OR, with its order and |I| above.
+    """
+    width = 44
+    samples = _example_samples(selection, n_examples)
+    wrapped = {k: _wrap(selection.words[k], width) for k in samples}
+    heights = [0.35 + 0.2 * len(wrapped[k]) for k in samples]
+    fig = Figure(figsize=(14, sum(heights) + 0.8))
+    axes = fig.subplots(len(samples), 4, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for row, sample in enumerate(samples):
+        words = selection.words[sample]
+        ids = selection.players.patch_ids[sample].tolist()
+        players = {
+            w: {"facecolor": "none", "edgecolor": "#b8860b", "boxstyle": "round,pad=0.15", "linewidth": 0.8}
+            for w in ids
+        }
+        numbered = [f"{w}" if i not in ids else f"{w}·{ids.index(i)}" for i, w in enumerate(words)]
+        _draw_sentence(axes[row, 0], numbered, _wrap(numbered, width), players, width)
+        name = selection.class_names[int(selection.labels[sample])]
+        axes[row, 0].set_title(f"sample {sample}: {name}", fontsize=8, loc="left")
+        rows = members[members["sample_id"] == sample]
+        for col, kind in enumerate(KIND_ORDER, start=1):
+            ax = axes[row, col]
+            part = rows[rows["kind"].astype(str) == kind]
+            if part.empty:
+                _draw_sentence(ax, words, wrapped[sample], {}, width)
+                ax.set_title(f"{kind}: none", fontsize=8, loc="left")
+                continue
+            best = part.loc[part["strength"].idxmax()]
+            kind_type = str(best["type"])
+            coalition = int(best["coalition"])
+            style = {"facecolor": TYPE_COLORS[kind_type], "alpha": 0.45, "edgecolor": "none", "boxstyle": "round,pad=0.15"}
+            chosen = {w: style for i, w in enumerate(ids) if coalition >> i & 1}
+            _draw_sentence(ax, words, wrapped[sample], chosen, width)
+            sign = "+" if int(best["sign"]) > 0 else "−"
+            ax.set_title(
+                f"{kind}: {kind_type.upper()} |S|={int(best['order'])}  {sign}{float(best['strength']):.2f} "
+                f"({len(part)} in all)",
+                fontsize=8,
+                loc="left",
+            )
+    for col, label in enumerate(["players (·i = player i)", *KIND_ORDER]):
+        axes[0, col].annotate(label, (0.5, 1.6), xycoords="axes fraction", ha="center", fontweight="bold")
+    fig.suptitle(f"{title}\nstrongest interaction of each kind (red AND, blue OR)".strip(), y=1.0)
+    fig.tight_layout()
+    return fig
+
+
 def concat_tables(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """Concatenate Parquet tables that share a schema (e.g. one per experiment)."""
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)

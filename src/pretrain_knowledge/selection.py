@@ -74,6 +74,28 @@ def correctness(
     return out
 
 
+def required_models(models: Mapping[str, nn.Module], correct_under: Sequence[str] | None) -> tuple[str, ...]:
+    """The models that must classify a sample correctly (``selection.correct_under``; None: all)."""
+    required = tuple(models) if correct_under is None else tuple(correct_under)
+    unknown = sorted(set(required) - set(models))
+    if unknown:
+        raise ValueError(f"selection.correct_under names {unknown}, which are not among the models {sorted(models)}")
+    return required
+
+
+def correct_under_all(hits: Mapping[str, Tensor], required: Sequence[str], n: int) -> Tensor:
+    """bool (N,): True where every required model is correct (all True when none is required)."""
+    eligible = torch.ones(n, dtype=torch.bool)
+    for name in required:
+        eligible &= hits[name]
+    return eligible
+
+
+def correct_columns(correct: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    """The per-sample covariates of a selection table: ``correct_<model>``, bool."""
+    return {f"correct_{name}": hits.numpy().astype(bool) for name, hits in correct.items()}
+
+
 def choose_samples(
     labels: Tensor, eligible: Tensor, per_class: int, seed: int, classes: Sequence[int]
 ) -> Tensor:
@@ -224,7 +246,7 @@ class Selection:
                 "player_rows": [[i // g.n_cols for i in row.tolist()] for row in ids],
                 "player_cols": [[i % g.n_cols for i in row.tolist()] for row in ids],
                 "patch_size": np.full(self.n_samples, g.patch_size, dtype=np.int64),
-                **{f"correct_{name}": hits.numpy().astype(bool) for name, hits in self.correct.items()},
+                **correct_columns(self.correct),
             }
         )
 
@@ -250,19 +272,14 @@ def make_selection(
 
     Every model's correctness is stored per sample, whether it was required or not (method.md §5).
     """
-    required = tuple(models) if correct_under is None else tuple(correct_under)
-    unknown = sorted(set(required) - set(models))
-    if unknown:
-        raise ValueError(f"selection.correct_under names {unknown}, which are not among the models {sorted(models)}")
+    required = required_models(models, correct_under)
     height, width = test.image_size
     grid = PatchGrid(height=height, width=width, patch_size=patch_size)
     # On a GPU node, classify there: three ImageNet-size models over a 10 000-image test set
     # take hours on CPU cores.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     hits = correctness(models, test.normalized(), test.labels, batch_size=batch_size, device=device)
-    eligible = torch.ones(len(test.labels), dtype=torch.bool)
-    for name in required:
-        eligible &= hits[name]
+    eligible = correct_under_all(hits, required, len(test.labels))
     index = choose_samples(test.labels, eligible, per_class, seed, range(test.num_classes))
     contexts = [
         SampleContext(

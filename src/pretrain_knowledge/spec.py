@@ -16,6 +16,10 @@ cross-field rules (players vs the grid and the solver's limit, patch size vs ima
 samples, rule and source options, architectures vs image sizes) — so that a config error never
 reaches a job after Snakemake has deleted that job's previous outputs.
 
+Text experiments (a text source with a text architecture) are checked the same way: the
+modalities must agree, players are words by rule ``words`` on the ``1 × max_words`` grid, and the
+image keys do not apply.
+
 This module imports no torch (see :mod:`pretrain_knowledge.catalog`).
 """
 
@@ -92,7 +96,9 @@ class DatasetSpec:
     )
     download: bool = setting(False, "Let torchvision download the source into `root` when online.")
     options: dict[str, Any] = setting(
-        factory=dict, doc="Source-specific options (only `synthetic` takes any: catalog.SyntheticSpec)."
+        factory=dict,
+        doc="Source-specific options: synthetic (catalog.SyntheticSpec), generated_text "
+        "(catalog.GeneratedTextSpec), sst2 (catalog.Sst2Spec); other sources take none.",
     )
     image_size: int | None = setting(
         None, "Resize images to this square side; null keeps the source's size.", minimum=8
@@ -187,16 +193,19 @@ class PlayersSpec:
         minimum=1,
         maximum=max(catalog.MAX_PLAYERS.values()),
     )
-    patch_size: int = setting(4, "Side of a square patch in pixels; must divide the image size.", minimum=1)
+    patch_size: int = setting(
+        4, "Side of a square patch in pixels; must divide the image size. Text: a word is one unit (always 1).", minimum=1
+    )
     rule: RuleName = setting(
         "central",
         "Player rule (pretrain_knowledge.players.PLAYER_RULES). central: drawn from the central region; "
         "bbox: drawn from the patches inside the bounding box (sources with boxes); parts: the patches under "
-        "the visible part keypoints, topped up from the bounding box (cub200).",
+        "the visible part keypoints, topped up from the bounding box (cub200); words: n content words drawn from "
+        "the sentence (text sources, which take no other rule).",
     )
     options: dict[str, Any] = setting(
         factory=dict,
-        doc="Options of the rule (central: region; bbox, parts: min_overlap). Keys of other rules are "
+        doc="Options of the rule (central: region; bbox, parts: min_overlap; words: skip_stop_words). Keys of other rules are "
         "ignored, so one dataset can switch rules; a key no rule takes is an error.",
     )
 
@@ -260,6 +269,12 @@ class ExtractionSpec:
     shards: int = setting(1, "Jobs per checkpoint; the selected samples are split into this many contiguous shards.", minimum=1)
     batch_size: int = setting(1024, "Masked images per forward pass.", minimum=1)
     baseline: float = setting(0.0, "Value of masked players in normalised input space (0 = the dataset mean).")
+    text_baseline: Literal["mask", "unk", "pad"] = setting(
+        "mask",
+        "Text: what a masked word becomes. mask: every token of the word is replaced by [MASK] (its "
+        "embedding, of the same checkpoint); unk: by [UNK]; pad: by [PAD], which the attention mask then "
+        "removes (positions of the other words are kept). README, 'Text'.",
+    )
     device: str = setting("auto", "torch device for the games; auto picks CUDA when present.")
     matching_tolerance: float = setting(
         1e-6,
@@ -439,6 +454,18 @@ class Experiment:
         return sorted(out)
 
     @property
+    def modality(self) -> str:
+        """``image`` or ``text``: the source's (the architecture's is checked to agree)."""
+        return catalog.SOURCES[self.dataset.source].modality
+
+    @property
+    def max_words(self) -> int:
+        """Text: the width W of the 1 × W word grid (the source's max_words)."""
+        words = catalog.source_facts(self.dataset.source, self.dataset.options).max_words
+        assert words is not None, "text sources define max_words"
+        return words
+
+    @property
     def image_size(self) -> int:
         facts = catalog.source_facts(self.dataset.source, self.dataset.options)
         size = self.dataset.image_size or facts.image_size
@@ -461,7 +488,7 @@ class Experiment:
     def train_settings(self, mode: str) -> dict[str, Any]:
         """The mode's hyper-parameters plus what the experiment adds (training.TrainConfig's fields)."""
         hyper = replace(self.training.mode(layout.recipe(mode)), epochs=self.epochs(mode))
-        return {
+        out = {
             **to_plain(hyper),
             "arch": self.architecture.model,
             "seed": self.seed + (self.controls.seed_offset if mode == "scratch_b" else 0),
@@ -470,6 +497,11 @@ class Experiment:
             "weights": self.weights if mode == "pretrain" else None,
             "keep": None if self.training.keep == "all" else self.kept_epochs(mode),
         }
+        if self.modality == "text":
+            # Every text mode builds the same tokenizer and, from scratch, the same configuration:
+            # both come from the pre-trained model's folder (weights load in pretrain only).
+            out["text_model"] = self.weights
+        return out
 
     def kept_epochs(self, mode: str) -> list[int]:
         """The checkpoints of a mode that later stages read: its explained ones and its last."""
@@ -482,7 +514,12 @@ class Experiment:
 
     def games_settings(self) -> dict[str, Any]:
         x = self.extraction
-        return to_plain(GamesSettings(x.batch_size, x.baseline, x.device, x.shards, self.threads.extraction))
+        out = to_plain(
+            GamesSettings(x.batch_size, x.baseline, x.device, x.shards, self.threads.extraction, x.text_baseline)
+        )
+        if self.modality != "text":
+            del out["text_baseline"]  # an image game has no words: the key would only rerun its jobs
+        return out
 
     def sparsify_settings(self) -> dict[str, Any]:
         x = self.extraction
@@ -550,6 +587,8 @@ class GamesSettings:
     device: str
     shards: int
     threads: int
+    text_baseline: Literal["mask", "unk", "pad"] = "mask"
+    """Text experiments only; image experiments leave it out of their settings."""
 
 
 @dataclass(frozen=True)
@@ -699,7 +738,9 @@ def resolve(experiment: Experiment) -> Experiment:
     changes the settings a stage records), other rules' keys dropped."""
     p = experiment.selection.players
     options = players.rule_options(p.rule, p.options, where="selection.players.options")
-    selection = replace(experiment.selection, players=replace(p, options=options))
+    # A word is one unit of the 1 × W grid, whatever patch size the image defaults set.
+    patch = 1 if catalog.SOURCES[experiment.dataset.source].modality == "text" else p.patch_size
+    selection = replace(experiment.selection, players=replace(p, options=options, patch_size=patch))
     dataset = experiment.dataset
     option_cls = catalog.SOURCE_OPTIONS.get(dataset.source)
     if option_cls is not None:
@@ -758,7 +799,11 @@ def _check_dataset(name: str, data: DatasetSpec) -> None:
             f"config: {path}.download: source {data.source!r} cannot be downloaded automatically; set "
             "download: false and put its files under root (README, 'Data and weights')"
         )
-    if (data.image_size or facts.image_size) is None:
+    if facts.modality == "text":
+        for key in ("image_size", "channels", "normalization"):
+            if getattr(data, key) is not None:
+                raise ConfigError(f"config: {path}.{key}: text source {data.source!r} has no images; remove {key}")
+    elif (data.image_size or facts.image_size) is None:
         raise ConfigError(
             f"config: {path}.image_size: source {data.source!r} has images of different sizes; "
             "set image_size (e.g. 224)"
@@ -785,6 +830,33 @@ def check_experiment(e: Experiment) -> None:
     data, arch = e.dataset, e.architecture
     facts = catalog.source_facts(data.source, data.options)
     dpath, apath = f"datasets.{e.dataset_name}", f"architectures.{e.architecture_name}"
+    info = catalog.ARCHITECTURES[arch.model]
+    if info.modality != facts.modality:
+        raise ConfigError(
+            f"config: {apath}.model: {arch.model} reads {info.modality}s but dataset {e.dataset_name} "
+            f"({data.source}) holds {facts.modality}s (experiment {e.name}); pair sources and architectures "
+            "of the same modality"
+        )
+    if facts.modality == "text":
+        _check_text(e, apath)
+        size = 0
+    else:
+        size = _check_image(e, dpath, apath)
+    _check_rest(e, size)
+
+
+def _check_text(e: Experiment, apath: str) -> None:
+    info = catalog.ARCHITECTURES[e.architecture.model]
+    if e.weights is not None and info.hub is None:
+        raise ConfigError(
+            f"config: {apath}.weights: {info.name} has no pre-trained weights; set weights: null (it is "
+            "pre-trained on the upstream task in the workflow)"
+        )
+
+
+def _check_image(e: Experiment, dpath: str, apath: str) -> int:
+    data, arch = e.dataset, e.architecture
+    facts = catalog.source_facts(data.source, data.options)
     size = e.image_size
     channels = data.channels or facts.channels
     problem = catalog.check_image_size(arch.model, size)
@@ -803,6 +875,19 @@ def check_experiment(e: Experiment) -> None:
             raise ConfigError(
                 f"config: {dpath}.channels: ImageNet weights ({apath}.weights) need 3-channel images; set channels: 3"
             )
+    return size
+
+
+def _check_rest(e: Experiment, size: int) -> None:
+    data, facts = e.dataset, catalog.source_facts(e.dataset.source, e.dataset.options)
+    dpath = f"datasets.{e.dataset_name}"
+    if facts.modality == "text":
+        for mode in e.modes:
+            if e.training.mode(layout.recipe(mode)).augment != "none":
+                raise ConfigError(
+                    f"config: training.{layout.recipe(mode)}.augment: text has no augmentation; set augment: none "
+                    f"(experiment {e.name})"
+                )
     for mode in ("probe", "finetune", "scratch"):
         if e.training.mode(mode).epochs < 1:
             raise ConfigError(f"config: training.{mode}.epochs: {mode} needs at least 1 epoch (experiment {e.name})")
@@ -844,6 +929,9 @@ def check_experiment(e: Experiment) -> None:
 def _check_players(e: Experiment, size: int) -> None:
     p = e.selection.players
     facts = catalog.source_facts(e.dataset.source, e.dataset.options)
+    if facts.modality == "text":
+        _check_word_players(e)
+        return
     if size % p.patch_size:
         raise ConfigError(
             f"config: selection.players.patch_size: {p.patch_size} does not divide the {size}-px images of "
@@ -863,6 +951,21 @@ def _check_players(e: Experiment, size: int) -> None:
             f"(catalog.MAX_PLAYERS: {catalog.MAX_PLAYERS})"
         )
     problem = players.check_rule(p.rule, grid, p.n, p.options, boxes=facts.boxes, parts=facts.parts)
+    if problem:
+        raise ConfigError(f"config: selection.players: {problem} (experiment {e.name})")
+
+
+def _check_word_players(e: Experiment) -> None:
+    """Text: players are n words of the 1 × max_words grid, by rule ``words``."""
+    p = e.selection.players
+    grid = players.PatchGrid(1, e.max_words, 1)
+    limit = catalog.MAX_PLAYERS[e.extraction.sparsify.method]
+    if p.n > limit:
+        raise ConfigError(
+            f"config: selection.players.n: {p.n} players exceed the {limit} that sparsification method "
+            f"{e.extraction.sparsify.method!r} supports; lower n"
+        )
+    problem = players.check_rule(p.rule, grid, p.n, p.options, boxes=False, parts=False, words=True)
     if problem:
         raise ConfigError(f"config: selection.players: {problem} (experiment {e.name})")
 

@@ -10,6 +10,11 @@ Modes:
 - ``finetune``: the pretrained backbone with a new head; every layer trained.
 - ``scratch``: the same architecture from random initialisation, trained like ``finetune``.
 
+Text models (:mod:`pretrain_knowledge.models_text`) train in the same loop: their splits are
+tokenized once by the model's own tokenizer (:class:`~pretrain_knowledge.data.text.EncodedText`), and
+the loop reads any container through ``batch(idx, device) -> (inputs, labels)``; with ``weights``,
+pretrain stores the loaded language model as epoch 0.
+
 Every mode writes ``<out_dir>/epoch-000.pt`` before training and ``epoch-NNN.pt`` after each
 epoch: a dict of state_dicts plus a plain-dict ``config`` (torchvision-reference style), written
 atomically and loadable with ``torch.load(weights_only=True)``. Metrics go to one Parquet table
@@ -43,12 +48,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .catalog import ARCHITECTURES
 from .data.images import ImageSet
+from .data.text import EncodedText, TextSet
 from .device import resolve_device
 from .integrity import IntegrityError, manifest_of, verify_file, write_manifest
 from .io import save_torch, write_parquet
 from .layout import MODES, SPLITS, checkpoint_name
 from .models import Classifier, build_model, model_from_config, replace_head
+from .models_text import TextClassifier, build_text_model
 from .spec import ModeSpec
 from .typed import fields_of, to_plain
 
@@ -87,6 +95,9 @@ class TrainConfig(ModeSpec):
     """pretrain only: ImageNet weights, a file path or ``"imagenet"`` (torchvision API)."""
     init: str | None = None
     """probe/finetune: path of the pretrained checkpoint to start from."""
+    text_model: str | None = None
+    """Text: the model folder or hub name whose tokenizer and configuration every mode uses (its
+    weights load only in pretrain, as ``weights``); None builds them from the data's vocabulary."""
     keep: tuple[int, ...] | None = None
     """Epochs whose checkpoints are kept once training ends (None: all); the others are deleted."""
 
@@ -110,6 +121,10 @@ class TrainConfig(ModeSpec):
             (
                 self.mode == "pretrain" or self.weights is None,
                 "ImageNet weights belong to the pretrain stage",
+            ),
+            (
+                ARCHITECTURES[self.arch].modality == "image" or self.augment == "none",
+                f"text models take no augmentation; got augment={self.augment!r}",
             ),
         ]
         for ok, message in checks:
@@ -289,7 +304,7 @@ def set_train_mode(model: Classifier, mode: str) -> None:
 
 def train_one_epoch(
     model: Classifier,
-    data: ImageSet,
+    data: ImageSet | EncodedText,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     *,
@@ -307,9 +322,8 @@ def train_one_epoch(
     set_train_mode(model, mode)
     total_loss, correct, seen = 0.0, 0, 0
     for idx in _progress(_batches(len(data), batch_size, generator), len(data), batch_size, desc):
-        x = data.normalize(data.images[idx].to(device, non_blocking=True))
+        x, y = data.batch(idx, device)
         x = _augment(x, augment, generator)
-        y = data.labels[idx].to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
@@ -335,7 +349,7 @@ def train_one_epoch(
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    data: ImageSet,
+    data: ImageSet | EncodedText,
     *,
     batch_size: int = 500,
     device: torch.device | None = None,
@@ -351,8 +365,7 @@ def evaluate(
     model.eval()
     total_loss, correct = 0.0, 0
     for idx in _progress(_batches(len(data), batch_size, None), len(data), batch_size, desc):
-        x = data.normalize(data.images[idx].to(device))
-        y = data.labels[idx].to(device)
+        x, y = data.batch(idx, device)
         with _autocast(device, amp):
             logits = model(x)
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
@@ -408,8 +421,44 @@ def _resize_vit(model: Classifier, image_size: int) -> Classifier:
     return resized
 
 
-def _initial_model(cfg: TrainConfig, train: ImageSet | None) -> tuple[Classifier, dict[str, Any]]:
+def _initial_text_model(
+    cfg: TrainConfig, train: TextSet | None, data_info: dict[str, Any] | None
+) -> tuple[TextClassifier, dict[str, Any]]:
+    """The epoch-0 text model of a mode. Pre-training with ``weights`` is loading the pre-trained
+    language model (its MLM encoder) as epoch 0, exactly as ImageNet weights are for images; its
+    head (two classes) is a placeholder that probe and finetune replace. A mode without ``init``
+    starts fresh (its weights random unless pretrain loads ``weights``), one with ``init`` from
+    that checkpoint, so further modes need no text-specific case here."""
+    if cfg.init is None:
+        vocabulary = (data_info or {}).get("vocabulary")
+        weights = cfg.weights if cfg.mode == "pretrain" else None
+        classes = 2 if train is None else train.num_classes
+        if train is None and weights is None:
+            raise ValueError(f"{cfg.mode} needs training data (or, for pretrain, pre-trained weights)")
+        model = build_text_model(cfg.arch, classes, weights=weights, text_model=cfg.text_model, vocabulary=vocabulary)
+        if cfg.mode in FROZEN_BACKBONE:  # random_probe: a random backbone, frozen as the probe's
+            model.backbone.requires_grad_(False)
+        return model, {}
+    assert cfg.init is not None and train is not None
+    ckpt = load_checkpoint(cfg.init)
+    model = model_from_config(ckpt.config["model"])
+    model.load_state_dict(ckpt.model_state)
+    replace_head(model, train.num_classes)  # type: ignore[arg-type]
+    if cfg.mode in FROZEN_BACKBONE:
+        model.backbone.requires_grad_(False)
+    return model, {"path": str(cfg.init), "epoch": ckpt.epoch, "mode": ckpt.config["train"]["mode"]}  # type: ignore[return-value]
+
+
+def _initial_model(
+    cfg: TrainConfig, train: ImageSet | TextSet | None, data_info: dict[str, Any] | None = None
+) -> tuple[Classifier | TextClassifier, dict[str, Any]]:
     """Build the epoch-0 model of a mode; the global RNG must already be seeded."""
+    if ARCHITECTURES[cfg.arch].modality == "text":
+        if train is not None and not isinstance(train, TextSet):
+            raise ValueError(f"{cfg.arch} is a text model; give it a prepared text task")
+        return _initial_text_model(cfg, train, data_info)
+    if isinstance(train, TextSet):
+        raise ValueError(f"{cfg.arch} is an image model; give it a prepared image task")
     if cfg.mode in RANDOM_INIT:
         if train is None:
             if cfg.weights is None:
@@ -459,9 +508,16 @@ def metrics_frame(rows: list[EpochMetrics], model_name: str) -> pd.DataFrame:
     )[list(METRIC_COLUMNS)]
 
 
-def _data_config(data: ImageSet | None, info: dict[str, Any] | None) -> dict[str, Any]:
+def _data_config(data: ImageSet | TextSet | None, info: dict[str, Any] | None) -> dict[str, Any]:
     if data is None:
         return {}
+    if isinstance(data, TextSet):
+        # The vocabulary is already in the model's config; once per checkpoint is enough.
+        return {
+            "class_names": list(data.class_names),
+            "source_classes": list(data.source_classes),
+            "info": {k: v for k, v in (info or {}).items() if k != "vocabulary"},
+        }
     return {
         "class_names": list(data.class_names),
         "source_classes": list(data.source_classes),
@@ -475,8 +531,8 @@ def _data_config(data: ImageSet | None, info: dict[str, Any] | None) -> dict[str
 
 def train(
     cfg: TrainConfig,
-    train_data: ImageSet | None,
-    test_data: ImageSet | None,
+    train_data: ImageSet | TextSet | None,
+    test_data: ImageSet | TextSet | None,
     out_dir: str | os.PathLike[str],
     metrics_path: str | os.PathLike[str] | None = None,
     *,
@@ -519,8 +575,8 @@ def _prune(checkpoints: list[Path], keep: tuple[int, ...]) -> list[Path]:
 
 def _train(
     cfg: TrainConfig,
-    train_data: ImageSet | None,
-    test_data: ImageSet | None,
+    train_data: ImageSet | TextSet | None,
+    test_data: ImageSet | TextSet | None,
     out: Path,
     metrics_path: str | os.PathLike[str] | None,
     device: torch.device,
@@ -534,12 +590,17 @@ def _train(
         raise ValueError("the training split is empty")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False
-    model, init_info = _initial_model(cfg, train_data)
+    raw_train = train_data
+    model, init_info = _initial_model(cfg, train_data, data_info)
     model.to(device)
+    if isinstance(model, TextClassifier):
+        # Token ids of this model's tokenizer: what the loop feeds it (batch(idx) like images).
+        train_data = None if train_data is None else model.encoder.encode_set(train_data)  # type: ignore[arg-type]
+        test_data = None if test_data is None else model.encoder.encode_set(test_data)  # type: ignore[arg-type]
     config = {
         "train": to_plain(cfg),
         "model": model.config,
-        "data": _data_config(train_data, data_info),
+        "data": _data_config(raw_train, data_info),
         "init": init_info,
     }
     params = [
@@ -560,7 +621,7 @@ def _train(
     def record(epoch: int, split: str, loss: float, acc: float, seconds: float) -> None:
         rows.append(EpochMetrics(epoch, split, loss, acc, seconds))
 
-    def evaluate_split(epoch: int, split: str, data: ImageSet) -> None:
+    def evaluate_split(epoch: int, split: str, data: ImageSet | EncodedText) -> None:
         t0 = time.perf_counter()
         hits: list[Tensor] = []
         loss, acc = evaluate(

@@ -7,8 +7,9 @@ import time
 
 from ..device import resolve_device
 from ..extraction import check_finite, play
+from ..game_text import play_text
 from ..io import write_parquet
-from ..selection import Selection
+from ..selection_text import TextSelection, load_selection
 from ..spec import GamesSettings
 from ..training import load_classifier
 from .common import FORMATTER, add_settings, log, set_threads, settings
@@ -33,12 +34,15 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     s = settings(GamesSettings, args.settings)
     set_threads(s.threads)
-    selection = Selection.load(args.selection)
+    selection = load_selection(args.selection)
     ids = selection.shard_ids(args.shard, s.shards)
     device = resolve_device(s.device)
     model = load_classifier(args.checkpoint, device=device)
     start = time.perf_counter()
-    games = play(model, selection, ids, baseline=s.baseline, batch_size=s.batch_size, device=device)
+    if isinstance(selection, TextSelection):
+        games = play_text(model, selection, ids, baseline=s.text_baseline, batch_size=s.batch_size, device=device)
+    else:
+        games = play(model, selection, ids, baseline=s.baseline, batch_size=s.batch_size, device=device)
     check_finite(games, f"model={args.model} epoch={args.epoch} ({args.checkpoint})")
     write_parquet(games.to_frame(), args.out)
     log(

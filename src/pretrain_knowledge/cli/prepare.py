@@ -12,7 +12,8 @@ from typing import Any
 
 from ..catalog import SOURCES, SyntheticSpec
 from ..data.images import save_task
-from ..data.prepare import prepare_task
+from ..data.prepare import prepare_task, prepare_text_task
+from ..data.text import save_text_task
 from ..data.sources import open_source
 from ..io import write_json
 from ..layout import SPLITS
@@ -67,11 +68,21 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     return p
 
 
+_TEXT_KEYS = ("root", "download", "train_per_class", "test_per_class", "seed", "source_options", "raw")
+
+
 def _prepare(source: str, classes: Any, out: str, **kwargs: Any) -> dict[str, Any]:
-    task = prepare_task(source, classes, **kwargs)
-    save_task(task, out)
-    log(f"{len(task.train)} train / {len(task.test)} test images, classes {task.info['classes']} → {out}")
-    return {**task.info, "class_names": list(task.train.class_names), "path": str(out)}
+    if SOURCES[source].modality == "text":
+        task = prepare_text_task(source, classes, **{k: v for k, v in kwargs.items() if k in _TEXT_KEYS})
+        save_text_task(task, out)
+        what = "sentences"
+    else:
+        task = prepare_task(source, classes, **kwargs)  # type: ignore[assignment]
+        save_task(task, out)  # type: ignore[arg-type]
+        what = "images"
+    log(f"{len(task.train)} train / {len(task.test)} test {what}, classes {task.info['classes']} → {out}")
+    info = {k: v for k, v in task.info.items() if k != "vocabulary"}
+    return {**info, "class_names": list(task.train.class_names), "path": str(out)}
 
 
 def _run_settings(args: argparse.Namespace) -> int:

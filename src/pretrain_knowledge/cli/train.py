@@ -17,7 +17,7 @@ import json
 import types
 import typing
 
-from ..data.images import load_task
+from ..data.text import load_any_task
 from ..training import TrainConfig, train
 from ..typed import ConfigError, build, fields_of
 from .common import FORMATTER, log, set_threads
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         result = train(cfg, None, None, args.out_dir, args.metrics, manifest_path=args.manifest, predictions_path=args.predictions)
     else:
-        task = load_task(args.data)
+        task = load_any_task(args.data)
         result = train(
             cfg, task.train, task.test, args.out_dir, args.metrics, data_info=task.info,
             manifest_path=args.manifest, predictions_path=args.predictions,

@@ -99,6 +99,12 @@ class ImageSet:
         std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
         return (images.float() / 255.0 - mean) / std
 
+    def batch(self, idx: Tensor, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """(normalised images, labels) of rows ``idx``: the data-container side of the training loop
+        (text sets answer the same call with token ids, :class:`~pretrain_knowledge.data.text.EncodedText`)."""
+        x = self.normalize(self.images[idx].to(device, non_blocking=True))
+        return x, self.labels[idx].to(device, non_blocking=True)
+
     def normalized(self, index: Tensor | slice | None = None) -> Tensor:
         return self.normalize(self.images if index is None else self.images[index])
 

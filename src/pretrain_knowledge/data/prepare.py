@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..catalog import SOURCES
+from ..catalog import SOURCES, source_facts
 from ..layout import SPLITS
 from .images import IMAGENET_MEAN, IMAGENET_STD, ImageSet, RawBatch, RawSplit, TaskData
 from .sources import open_source
+from .text import RawText, TextSet, TextTask
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's "L" conversion
 
@@ -217,3 +218,58 @@ def prepare_task(
     }
     return TaskData(train=parts["train"], test=parts["test"], info=info)
 
+
+# ----------------------------------------------------------------------------------------------
+# Preparation
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_text_split(
+    raw: RawText, classes: Sequence[int] | None = None, per_class: int | None = None, *, seed: int = 0
+) -> TextSet:
+    """Keep ``classes`` (relabelled 0..K-1 in the given order), at most ``per_class`` sentences each,
+    drawn with ``seed`` exactly as images are (:func:`~pretrain_knowledge.data.prepare.select_indices`)."""
+    wanted = sorted(np.unique(raw.labels).tolist()) if classes is None else [int(c) for c in classes]
+    idx = select_indices(raw.labels, wanted, per_class, seed)
+    remap = {c: k for k, c in enumerate(wanted)}
+    return TextSet(
+        words=tuple(raw.words[i] for i in idx),
+        labels=torch.tensor([remap[int(c)] for c in raw.labels[idx]], dtype=torch.int64),
+        class_names=tuple(raw.class_names[c] for c in wanted),
+        source_classes=tuple(wanted),
+        source_index=torch.from_numpy(idx.astype(np.int64)),
+    )
+
+
+def prepare_text_task(
+    source: str,
+    classes: Sequence[int] | None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+    source_options: dict[str, Any] | None = None,
+    raw: dict[str, RawText] | None = None,
+) -> TextTask:
+    """Build one text task (train + test over ``classes``) from a text source."""
+    options = dict(source_options or {})
+    splits = raw or {s: open_source(source, s, root, download=download, **options) for s in SPLITS}
+    caps = {"train": train_per_class, "test": test_per_class}
+    parts = {s: prepare_text_split(splits[s], classes, caps[s], seed=seed) for s in SPLITS}  # type: ignore[arg-type]
+    info = {
+        "source": source,
+        "modality": "text",
+        "root": splits["train"].root,
+        "classes": list(parts["train"].source_classes),
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+        "seed": seed,
+        "source_options": options,
+        "max_words": source_facts(source, options).max_words,
+        "vocabulary": list(splits["train"].vocabulary),
+        "train_counts": parts["train"].class_counts(),
+        "test_counts": parts["test"].class_counts(),
+    }
+    return TextTask(train=parts["train"], test=parts["test"], info=info)

@@ -1,7 +1,8 @@
 """The registry of data sources: each name of :data:`pretrain_knowledge.catalog.SOURCES` → its reader.
 
 A reader opens one split as a :class:`~pretrain_knowledge.data.images.RawSplit` (labels known,
-pixels decoded on demand) and fails with the missing file, what was expected there and how to get it.
+pixels decoded on demand), or for a text source as a :class:`~pretrain_knowledge.data.text.RawText`,
+and fails with the missing file, what was expected there and how to get it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from .folder import open_imagefolder
 from .idx import open_fashion_mnist, open_mnist
 from .images import RawSplit
 from .synthetic import open_synthetic
+from .text import RawText, open_generated_text, open_sst2
 
-READERS: dict[str, Callable[..., RawSplit]] = {
+READERS: dict[str, Callable[..., RawSplit | RawText]] = {
     "fashion_mnist": open_fashion_mnist,
     "mnist": open_mnist,
     "cifar10": open_cifar10,
@@ -29,6 +31,8 @@ READERS: dict[str, Callable[..., RawSplit]] = {
     "stanford_cars": open_stanford_cars,
     "imagefolder": open_imagefolder,
     "synthetic": open_synthetic,
+    "sst2": open_sst2,
+    "generated_text": open_generated_text,
 }
 """Source name → reader(root, split, download, **options)."""
 
@@ -40,7 +44,7 @@ def open_source(
     *,
     download: bool = False,
     **options: Any,
-) -> RawSplit:
+) -> RawSplit | RawText:
     """Open one split of a registered source without decoding its images."""
     if name not in READERS:
         raise ValueError(f"unknown data source {name!r}; choose one of {sorted(SOURCES)}")
