@@ -177,7 +177,7 @@ def test_results_do_not_depend_on_cores(tiny_run: dict, tmp_path: Path) -> None:
         f"{RESULTS}/interactions/model=pretrain/epoch=2/shard-0.parquet",
         f"{RESULTS}/interactions/model=finetune/epoch=2/shard-1.parquet",
     ]
-    proc = snakemake(workdir, "--cores", "1", *CONFIG, *targets)
+    proc = snakemake(workdir, *targets, "--cores", "1", *CONFIG)  # targets first: --configfile takes every word after it
     assert proc.returncode == 0, proc.stderr[-3000:]
     built = {str(p.relative_to(workdir)) for p in (workdir / RESULTS).rglob("*.parquet")}
     assert set(targets) <= built, (experiment, sorted(built))

@@ -461,7 +461,7 @@ def test_dry_run_builds_the_full_paper_dag_quickly(tmp_path):
         match = re.fullmatch(r"([a-z_]+)\s+(\d+)", line.strip())
         if match and match.group(1) != "total":
             counts[match.group(1)] = int(match.group(2))
-    expected = _expected_jobs(_paper())
+    expected = _expected_jobs(_merged(PAPER))  # as Snakemake merges it over config/config.yaml
     assert counts == expected
     # Four architectures. CIFAR: pretrain + 2 × 9 checkpoints + 2 controls + the converged
     # scratch baseline; CUB, Cars: (1 + 2 × 11 + 2 + 1) × 4 shards.
