@@ -217,6 +217,19 @@ EXPECTED_DTYPES["knowledge/measures.parquet"] = {
     "value": "float64",
 }
 
+EXPECTED_DTYPES["knowledge/sensitivity.parquet"] = {
+    "experiment": "string",
+    "variant": "string",
+    "factor": "string",
+    "value": "string",
+    "quantity": "string",
+    "label": "string",
+    "estimate": "float64",
+    "ci_low": "float64",
+    "ci_high": "float64",
+    "n_samples": "int64",
+}
+
 FAITHFULNESS = ("v_span", "n_salient_and", "n_salient_or", "salient_max_error", "salient_r2", "q_at_bound")
 EXPECTED_DTYPES["knowledge/faithfulness.parquet"] = {
     "experiment": "string",
@@ -278,9 +291,13 @@ def test_every_parquet_file_has_its_schema(results: Path) -> None:
     found = {
         p.relative_to(results).as_posix()
         for p in results.rglob("*.parquet")
-        if "interactions" not in p.parts and "games" not in p.parts
+        if not {"interactions", "games", "sensitivity"} & set(p.parts)
     }
     assert found == set(EXPECTED_DTYPES)
+    variants = sorted((results / "sensitivity").glob("*/measures.parquet"))
+    assert [p.parent.name for p in variants] == ["form=and", "qthres=0.02", "salience=0.1"]
+    for path in variants:  # a variant's measures have the default's schema
+        assert dict(pd.read_parquet(path).dtypes.astype(str)) == EXPECTED_DTYPES["knowledge/measures.parquet"], path
     for name, dtypes in EXPECTED_DTYPES.items():
         frame = pd.read_parquet(results / name)
         assert dict(frame.dtypes.astype(str)) == dtypes, name
@@ -414,7 +431,7 @@ def test_claims_table_estimates_are_the_means_of_the_measures(run: dict, results
     from pretrain_knowledge.claims import CLAIMS, COLUMNS
 
     table = pd.read_parquet(run["dir"] / "results" / "claims.parquet")
-    assert list(table.columns) == list(COLUMNS)
+    assert list(table.columns) == [*COLUMNS, "robust"]  # robust: the config has a sensitivity grid
     assert set(table["verdict"]) <= {"supported", "contradicted", "inconclusive", "n/a", "missing control"}
     measures = pd.read_parquet(results / "knowledge" / "measures.parquet")
     for claim in CLAIMS:
@@ -476,15 +493,17 @@ def test_up_to_date_after_the_run(run: dict) -> None:
 
 
 GLOBAL = {"claims", "figure_claims", "figure_learnability", "figure_convergence", "figure_sensitivity"}
+RESOLVED = 2
+"""config/test.yaml's sensitivity variants re-solved from the games: qthres=0.02 and form=and."""
 AFTER_KNOWLEDGE = {
     "knowledge": 1,
-    "sensitivity_measures": 2,
+    "sensitivity_measures": RESOLVED + 1,  # and salience=0.1, which re-solves nothing
     "sensitivity": 1,
     **{rule: 1 for rule in GLOBAL | (FIGURE_RULES - {"figure_training"})},
     "all": 1,
 }
 """What reruns once the interactions change: knowledge, every variant's measures (config/test.yaml
-has two variants), the claims and every figure drawn from them."""
+has three variants), the claims and every figure drawn from them."""
 
 
 def test_salience_change_reruns_only_knowledge_and_figures(run: dict) -> None:
@@ -496,14 +515,14 @@ def test_salience_change_reruns_only_knowledge_and_figures(run: dict) -> None:
 def test_sparsification_change_reruns_sparsify_onward_and_no_games(run: dict) -> None:
     # 0.02 is the test config's qthres variant: it becomes the default, 0.04 a variant to solve.
     args = overlay(run["dir"], "qthres.yaml", {"extraction": {"sparsify": {"qthres": 0.02}}})
-    assert planned_jobs(run["dir"], *args) == {"sparsify": N_EXTRACT, "sensitivity_sparsify": 1, **AFTER_KNOWLEDGE}
+    assert planned_jobs(run["dir"], *args) == {"sparsify": N_EXTRACT, "sensitivity_sparsify": RESOLVED, **AFTER_KNOWLEDGE}
 
 
 def test_finetune_epochs_change_does_not_retrain_pretraining(run: dict) -> None:
     args = overlay(run["dir"], "epochs.yaml", {"training": {"finetune": {"epochs": 3}}})
     jobs = planned_jobs(run["dir"], *args)
     assert jobs == {
-        "finetune": 1, "metrics": 1, "select": 1, **EXTRACT, "sensitivity_sparsify": 1, **AFTER_KNOWLEDGE,
+        "finetune": 1, "metrics": 1, "select": 1, **EXTRACT, "sensitivity_sparsify": RESOLVED, **AFTER_KNOWLEDGE,
         "figure_training": 1, "figure_benefit": 1,
     }  # fmt: skip
 
@@ -518,7 +537,7 @@ def test_more_seeds_add_experiments_without_touching_the_first(run: dict) -> Non
         "metrics": 1,
         "select": 1,
         **EXTRACT,
-        "sensitivity_sparsify": 1,
+        "sensitivity_sparsify": RESOLVED,
         **AFTER_KNOWLEDGE,
         "figure_training": 1,
         "figure_benefit": 1,
@@ -555,7 +574,7 @@ def test_comment_and_docstring_edits_rerun_nothing(run: dict, module: str) -> No
     ("module", "expected"),
     [
         ("plots.py", {**{rule: 1 for rule in FIGURE_RULES | GLOBAL - {"claims"}}, "figure_benefit": 1, "all": 1}),
-        ("extraction.py", {**EXTRACT, "sensitivity_sparsify": 1, **AFTER_KNOWLEDGE}),
+        ("extraction.py", {**EXTRACT, "sensitivity_sparsify": RESOLVED, **AFTER_KNOWLEDGE}),
         ("interactions/sparsity.py", None),
         ("training.py", None),
     ],
