@@ -414,3 +414,26 @@ def test_eleven_players_certified_without_a_dense_matrix() -> None:
     d = result.diagnostics
     assert bool(d.converged.all()) and float(d.gap.max()) <= 1e-9
     assert float(d.matching_error.max()) <= 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# The workflow's default solver (method="lp-dense"): label-free and repeatable
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dense_solver_is_label_free_and_repeatable(smooth_games: torch.Tensor, default_result) -> None:
+    """lp-dense returns a point near the centre of the optimal face (method.md §8): relabelling
+    the players permutes it, two solves are bit-identical, and its L1 is the least-norm solver's."""
+    base = sparsify(smooth_games, qthres=0.04, method="lp-dense")
+    again = sparsify(smooth_games, qthres=0.04, method="lp-dense")
+    assert torch.equal(base.I_and, again.I_and) and torch.equal(base.I_or, again.I_or)
+    assert torch.allclose(base.diagnostics.l1_final, default_result.diagnostics.l1_final, rtol=1e-6)
+    permutation = [3, 0, 5, 1, 4, 2]
+    moved = sparsify(relabel(smooth_games, permutation), qthres=0.04, method="lp-dense")
+    for b in range(smooth_games.shape[0]):
+        scale = abs(float(smooth_games[b, -1] - smooth_games[b, 0]))
+        back_and = relabel(base.I_and[b], permutation)
+        back_or = relabel(base.I_or[b], permutation)
+        assert float((moved.I_and[b] - back_and).abs().max()) <= 1e-5 * scale
+        assert float((moved.I_or[b] - back_or).abs().max()) <= 1e-5 * scale
+        assert salient(moved.I_and[b], moved.I_or[b]) == salient(back_and, back_or)
