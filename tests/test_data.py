@@ -152,6 +152,15 @@ def test_corrupt_idx_file_is_reported(tmp_path):
         open_source("fashion_mnist", "train", tmp_path)
 
 
+def test_truncated_gz_file_names_the_file(tmp_path):
+    """The Debian package ships .gz files; a cut-off one used to raise a bare EOFError."""
+    _fake_idx_tree(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte\.gz.*truncated"):
+        open_source("fashion_mnist", "train", tmp_path)
+
+
 def test_mnist_needs_a_root():
     with pytest.raises(DatasetError, match="needs a data root"):
         open_source("mnist", "train")
