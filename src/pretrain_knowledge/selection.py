@@ -120,6 +120,53 @@ def choose_samples(
     return torch.from_numpy(np.concatenate(chosen).astype(np.int64))
 
 
+def _shared_dict(s: Any) -> dict[str, Any]:
+    """The stored fields every selection has (image or text), in their stored order."""
+    g = s.players.grid
+    return {
+        "labels": s.labels,
+        "dataset_index": s.dataset_index,
+        "source_index": s.source_index,
+        "patch_ids": s.players.patch_ids,
+        "grid": {"height": g.height, "width": g.width, "patch_size": g.patch_size},
+        "class_names": list(s.class_names),
+        "seed": s.seed,
+        "rule": s.rule,
+        "correct": dict(s.correct),
+        "correct_under": list(s.correct_under),
+    }
+
+
+def _shared_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments every selection reads back from :func:`_shared_dict`."""
+    return {
+        "labels": data["labels"],
+        "dataset_index": data["dataset_index"],
+        "source_index": data["source_index"],
+        "players": Players(grid=PatchGrid(**data["grid"]), patch_ids=data["patch_ids"]),
+        "class_names": tuple(data["class_names"]),
+        "seed": int(data["seed"]),
+        "rule": str(data["rule"]),
+        "correct": dict(data["correct"]),
+        "correct_under": tuple(data["correct_under"]),
+    }
+
+
+def _shared_columns(s: Any, rows: list[list[int]], cols: list[list[int]], patch_size: int) -> dict[str, Any]:
+    """The samples-table columns every selection has, players given as grid rows and columns."""
+    return {
+        "sample_id": s.sample_ids.numpy(),
+        "dataset_index": s.dataset_index.numpy().astype(np.int64),
+        "source_index": s.source_index.numpy().astype(np.int64),
+        "label": s.labels.numpy().astype(np.int64),
+        "class_name": [s.class_names[int(y)] for y in s.labels],
+        "patch_ids": [row.tolist() for row in s.players.patch_ids],
+        "player_rows": rows,
+        "player_cols": cols,
+        "patch_size": np.full(s.n_samples, patch_size, dtype=np.int64),
+    }
+
+
 @dataclass(frozen=True)
 class Selection:
     """The stored selection of one experiment: images, labels and players of each sample.
@@ -176,22 +223,12 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         """Tensors and plain values only, so the file loads with ``weights_only=True``."""
-        g = self.players.grid
         return {
             "format": SELECTION_FORMAT,
             "images": self.images,
             "mean": list(self.mean),
             "std": list(self.std),
-            "labels": self.labels,
-            "dataset_index": self.dataset_index,
-            "source_index": self.source_index,
-            "patch_ids": self.players.patch_ids,
-            "grid": {"height": g.height, "width": g.width, "patch_size": g.patch_size},
-            "class_names": list(self.class_names),
-            "seed": self.seed,
-            "rule": self.rule,
-            "correct": dict(self.correct),
-            "correct_under": list(self.correct_under),
+            **_shared_dict(self),
         }
 
     @classmethod
@@ -201,20 +238,11 @@ class Selection:
                 f"selection artefact has format {data.get('format')!r}, expected "
                 f"{SELECTION_FORMAT}; rerun the select stage"
             )
-        grid = PatchGrid(**data["grid"])
         return cls(
             images=data["images"],
             mean=tuple(float(m) for m in data["mean"]),
             std=tuple(float(m) for m in data["std"]),
-            labels=data["labels"],
-            dataset_index=data["dataset_index"],
-            source_index=data["source_index"],
-            players=Players(grid=grid, patch_ids=data["patch_ids"]),
-            class_names=tuple(data["class_names"]),
-            seed=int(data["seed"]),
-            rule=str(data["rule"]),
-            correct=dict(data["correct"]),
-            correct_under=tuple(data["correct_under"]),
+            **_shared_fields(data),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -234,21 +262,10 @@ class Selection:
     def to_frame(self) -> pd.DataFrame:
         """One row per sample, for people and joins: ids, label, class name and players."""
         g = self.players.grid
-        ids = self.players.patch_ids
-        return pd.DataFrame(
-            {
-                "sample_id": self.sample_ids.numpy(),
-                "dataset_index": self.dataset_index.numpy().astype(np.int64),
-                "source_index": self.source_index.numpy().astype(np.int64),
-                "label": self.labels.numpy().astype(np.int64),
-                "class_name": [self.class_names[int(y)] for y in self.labels],
-                "patch_ids": [row.tolist() for row in ids],
-                "player_rows": [[i // g.n_cols for i in row.tolist()] for row in ids],
-                "player_cols": [[i % g.n_cols for i in row.tolist()] for row in ids],
-                "patch_size": np.full(self.n_samples, g.patch_size, dtype=np.int64),
-                **correct_columns(self.correct),
-            }
-        )
+        ids = self.players.patch_ids.tolist()
+        rows = [[i // g.n_cols for i in row] for row in ids]
+        cols = [[i % g.n_cols for i in row] for row in ids]
+        return pd.DataFrame({**_shared_columns(self, rows, cols, g.patch_size), **correct_columns(self.correct)})
 
     def write(self, artefact: str | os.PathLike[str], table: str | os.PathLike[str]) -> None:
         self.save(artefact)

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -34,6 +33,9 @@ from .players import PatchGrid, SampleContext, make_rule
 from .selection import (
     SELECTION_FORMAT,
     Selection,
+    _shared_columns,
+    _shared_dict,
+    _shared_fields,
     choose_players,
     choose_samples,
     correct_columns,
@@ -85,23 +87,13 @@ class TextSelection:
         return " ".join(self.words[sample])
 
     def to_dict(self) -> dict[str, Any]:
-        g = self.players.grid
         return {
             "format": SELECTION_FORMAT,
             "modality": "text",
             "token_ids": self.token_ids,
             "word_index": self.word_index,
             "words": [list(w) for w in self.words],
-            "labels": self.labels,
-            "dataset_index": self.dataset_index,
-            "source_index": self.source_index,
-            "patch_ids": self.players.patch_ids,
-            "grid": {"height": g.height, "width": g.width, "patch_size": g.patch_size},
-            "class_names": list(self.class_names),
-            "seed": self.seed,
-            "rule": self.rule,
-            "correct": dict(self.correct),
-            "correct_under": list(self.correct_under),
+            **_shared_dict(self),
         }
 
     @classmethod
@@ -112,32 +104,16 @@ class TextSelection:
             token_ids=data["token_ids"],
             word_index=data["word_index"],
             words=tuple(tuple(str(w) for w in s) for s in data["words"]),
-            labels=data["labels"],
-            dataset_index=data["dataset_index"],
-            source_index=data["source_index"],
-            players=Players(grid=PatchGrid(**data["grid"]), patch_ids=data["patch_ids"]),
-            class_names=tuple(data["class_names"]),
-            seed=int(data["seed"]),
-            rule=str(data["rule"]),
-            correct=dict(data["correct"]),
-            correct_under=tuple(data["correct_under"]),
+            **_shared_fields(data),
         )
 
     def to_frame(self) -> pd.DataFrame:
         """The image selection's columns (players as word indices, row 0, patch size 1) plus the
         ``sentence`` each model sees."""
-        ids = self.players.patch_ids
+        ids = self.players.patch_ids.tolist()
         return pd.DataFrame(
             {
-                "sample_id": self.sample_ids.numpy(),
-                "dataset_index": self.dataset_index.numpy().astype(np.int64),
-                "source_index": self.source_index.numpy().astype(np.int64),
-                "label": self.labels.numpy().astype(np.int64),
-                "class_name": [self.class_names[int(y)] for y in self.labels],
-                "patch_ids": [row.tolist() for row in ids],
-                "player_rows": [[0] * len(row) for row in ids.tolist()],
-                "player_cols": [row.tolist() for row in ids],
-                "patch_size": np.ones(self.n_samples, dtype=np.int64),
+                **_shared_columns(self, [[0] * len(row) for row in ids], ids, 1),
                 "sentence": [self.sentence(k) for k in range(self.n_samples)],
                 **correct_columns(self.correct),
             }
