@@ -442,7 +442,7 @@ def test_claims_table_estimates_are_the_means_of_the_measures(run: dict, results
         assert rows["estimate"].iloc[0] == pytest.approx(values.mean())  # pandas skips NaN, as the claims do
         assert rows["n_samples"].iloc[0] == values.notna().sum() or claim.controls
     report = (run["dir"] / "results" / "claims.md").read_text()
-    assert f"## {EXPERIMENT} (1 seed)" in report and "epochs to reach scratch's final test accuracy" in report
+    assert f"## {EXPERIMENT} (1 seed)" in report and "epochs to reach scratch's final accuracy" in report
 
 
 # ----------------------------------------------------------------------------------------------
