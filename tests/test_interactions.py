@@ -193,16 +193,22 @@ def test_pure_or_game_without_budget_is_a_single_or_term() -> None:
     torch.testing.assert_close(exact.I_and[0], torch.zeros(1 << n, dtype=torch.float64), atol=1e-9, rtol=0)
 
 
-def test_relabelling_players_permutes_the_result(smooth_games: torch.Tensor, default_result) -> None:
+def assert_relabelling_permutes(games: torch.Tensor, result, method: str) -> None:
+    """Solving the games with relabelled players gives ``result`` relabelled: within 1e-5 of each
+    game's |v(N) − v(∅)|, with identical salient sets."""
     permutation = [3, 0, 5, 1, 4, 2]
-    moved = sparsify(relabel(smooth_games, permutation), qthres=0.04)
-    for b in range(smooth_games.shape[0]):
-        scale = abs(float(smooth_games[b, -1] - smooth_games[b, 0]))
-        back_and = relabel(default_result.I_and[b], permutation)
-        back_or = relabel(default_result.I_or[b], permutation)
+    moved = sparsify(relabel(games, permutation), qthres=0.04, method=method)
+    for b in range(games.shape[0]):
+        scale = abs(float(games[b, -1] - games[b, 0]))
+        back_and = relabel(result.I_and[b], permutation)
+        back_or = relabel(result.I_or[b], permutation)
         assert float((moved.I_and[b] - back_and).abs().max()) <= 1e-5 * scale
         assert float((moved.I_or[b] - back_or).abs().max()) <= 1e-5 * scale
         assert salient(moved.I_and[b], moved.I_or[b]) == salient(back_and, back_or)
+
+
+def test_relabelling_players_permutes_the_result(smooth_games: torch.Tensor, default_result) -> None:
+    assert_relabelling_permutes(smooth_games, default_result, "lp")
 
 
 def test_a_game_gives_the_same_bits_alone_in_any_batch_and_on_repeat(smooth_games: torch.Tensor, default_result) -> None:
@@ -428,12 +434,4 @@ def test_dense_solver_is_label_free_and_repeatable(smooth_games: torch.Tensor, d
     again = sparsify(smooth_games, qthres=0.04, method="lp-dense")
     assert torch.equal(base.I_and, again.I_and) and torch.equal(base.I_or, again.I_or)
     assert torch.allclose(base.diagnostics.l1_final, default_result.diagnostics.l1_final, rtol=1e-6)
-    permutation = [3, 0, 5, 1, 4, 2]
-    moved = sparsify(relabel(smooth_games, permutation), qthres=0.04, method="lp-dense")
-    for b in range(smooth_games.shape[0]):
-        scale = abs(float(smooth_games[b, -1] - smooth_games[b, 0]))
-        back_and = relabel(base.I_and[b], permutation)
-        back_or = relabel(base.I_or[b], permutation)
-        assert float((moved.I_and[b] - back_and).abs().max()) <= 1e-5 * scale
-        assert float((moved.I_or[b] - back_or).abs().max()) <= 1e-5 * scale
-        assert salient(moved.I_and[b], moved.I_or[b]) == salient(back_and, back_or)
+    assert_relabelling_permutes(smooth_games, base, "lp-dense")
