@@ -615,7 +615,7 @@ def test_bad_config_fails_validation_naming_the_key(run: dict, settings: dict, k
 def test_interrupted_run_resumes_with_rerun_incomplete(run: dict, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(run["dir"], workdir, symlinks=True)
-    args = overlay(workdir, "slow.yaml", {"training": {"scratch": {"epochs": 40}}})
+    args = overlay(workdir, "slow.yaml", {"training": {"scratch": {"epochs": 12}}})
     target = f"results/{EXPERIMENT}/checkpoints/scratch"
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", target, "--cores", "1", *args],
@@ -631,7 +631,7 @@ def test_interrupted_run_resumes_with_rerun_incomplete(run: dict, tmp_path: Path
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert started.exists(), "scratch training never started"
-    assert not (workdir / target / "epoch-040.pt").exists(), "training finished before the kill"
+    assert not (workdir / target / "epoch-012.pt").exists(), "training finished before the kill"
 
     stuck = snakemake(workdir, target, "-n", "--cores", "1", *args)
     assert stuck.returncode != 0 and "incomplete" in (stuck.stdout + stuck.stderr).lower()
@@ -640,7 +640,7 @@ def test_interrupted_run_resumes_with_rerun_incomplete(run: dict, tmp_path: Path
     assert snakemake(workdir, "--unlock", *args).returncode == 0
     done = snakemake(workdir, target, "--cores", "1", "--rerun-incomplete", *args)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (workdir / target / "epoch-040.pt").exists()
+    assert (workdir / target / "epoch-012.pt").exists()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 
 @contextlib.contextmanager
@@ -41,6 +40,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` that never leaves a truncated file (cf. timm's checkpoint saver)."""
+    import torch  # here, not at the top: the Snakefile imports this module and must parse fast
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

@@ -126,7 +126,16 @@ def import_closure(module: str, stop: frozenset[str] = frozenset()) -> list[str]
 
 
 def _normalised(path: Path) -> str:
-    """The module's syntax tree without docstrings, as text: equal for cosmetic edits."""
+    """The module's syntax tree without docstrings, as text: equal for cosmetic edits.
+
+    Every rule's digest shares most modules, and the Snakefile is parsed once per Snakemake process
+    (and once per job on a cluster): each version of a file is parsed once per process."""
+    stat = path.stat()
+    return _normalised_version(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=None)
+def _normalised_version(path: Path, mtime_ns: int, size: int) -> str:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
