@@ -101,7 +101,7 @@ def test_a_truncated_checkpoint_stops_the_run_and_the_advised_command_restores_i
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"selection": {"players": {"n": 14}}}, "selection.players.n: 14 players exceed the 13"),
+        ({"selection": {"players": {"n": 14}}, "extraction": {"sparsify": {"method": "lp-dense"}}}, "selection.players.n: 14 players exceed the 13"),
         ({"selection": {"players": {"options": {"regoin": 0.6}}}}, "options.regoin: no player rule takes this option"),
         ({"selection": {"players": {"patch_size": 3}}}, "selection.players.patch_size: 3 does not divide the 20-px images"),
         ({"extraction": {"shards": 11}}, "extraction.shards: 11 shards for the 10 samples"),

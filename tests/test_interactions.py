@@ -422,8 +422,48 @@ def test_eleven_players_certified_without_a_dense_matrix() -> None:
     assert float(d.matching_error.max()) <= 1e-9
 
 
+def test_working_set_rounds_reach_the_point_of_one_solve_with_every_row(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small games start with every coalition; the working-set rounds that larger games use must
+    end at the same least-norm point (forced here on the same n = 6 games)."""
+    from pretrain_knowledge.interactions import lp
+
+    bound = 0.04 * (smooth_games[:, -1] - smooth_games[:, 0]).abs()
+    every_row = lp.solve_least_norm(smooth_games, bound)
+    monkeypatch.setattr(lp, "ALL_ROWS_UP_TO", 0)
+    monkeypatch.setattr(lp, "INITIAL_ROWS", 8)
+    rounds = lp.solve_least_norm(smooth_games, bound)
+    assert bool((every_row.rows == 64).all()) and bool((rounds.rows < 64).any()), rounds.rows
+    scale = smooth_games.abs().amax(-1, keepdim=True)
+    assert float(((rounds.a - every_row.a).abs() / scale).max()) <= 1e-8
+    assert float(((rounds.o - every_row.o).abs() / scale).max()) <= 1e-8
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 9])
+def test_least_norm_solver_subset_sums_equal_the_butterfly(n: int) -> None:
+    from pretrain_knowledge.interactions import lp
+
+    x = random_games(3, n, seed=n)
+    torch.testing.assert_close(lp._zeta(x), inverse_and_transform(x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(lp._zeta(x[0]), inverse_and_transform(x[0]), rtol=0, atol=1e-12)
+
+
+def test_small_games_are_solved_on_one_thread_and_the_callers_count_is_restored(smooth_games: torch.Tensor) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = sparsify(smooth_games, qthres=0.04)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        one = sparsify(smooth_games, qthres=0.04)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.I_and, two.I_and) and torch.equal(one.I_or, two.I_or)
+
+
 # ---------------------------------------------------------------------------------------------
-# The workflow's default solver (method="lp-dense"): label-free and repeatable
+# The dense reference solver (method="lp-dense"): label-free and repeatable, not canonical
 # ---------------------------------------------------------------------------------------------
 
 

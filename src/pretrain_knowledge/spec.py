@@ -240,11 +240,11 @@ class SparsifySpec:
 
     qthres: float = setting(0.04, "Bound on |q_T| as a share of |v(N) − v(∅)|.", minimum=0, maximum=1)
     method: MethodName = setting(
-        "lp-dense",
-        "lp-dense: the exact optimum by a batched dense interior point (a point near the centre of the "
-        "optimal face; n <= 13; the fastest at n <= 10); lp: the exact least-norm optimum (unique; n <= 16; "
-        "both forms; slower); reference: the SGD recipe of earlier work, for reproducing its numbers "
-        "(method.md sections 3 and 8).",
+        "lp",
+        "lp: the exact least-norm optimum (unique and label-free; n <= 16; both forms); lp-dense: the "
+        "exact optimum by a batched dense interior point (a point near the centre of the optimal face, "
+        "which depends on the solver's path; n <= 13); reference: the SGD recipe of earlier work, for "
+        "reproducing its numbers (method.md sections 3 and 8).",
     )
     form: FormName = setting(
         "and-or",
@@ -310,7 +310,7 @@ class SensitivitySpec:
     qthres: tuple[float, ...] = setting((0.02, 0.04, 0.08), "Values of extraction.sparsify.qthres.")
     form: tuple[FormName, ...] = setting(("and-or", "and"), "Values of extraction.sparsify.form.")
     method: tuple[MethodName, ...] = setting(
-        ("lp-dense", "lp", "reference"), "Values of extraction.sparsify.method."
+        ("lp", "lp-dense", "reference"), "Values of extraction.sparsify.method."
     )
     salience: tuple[float, ...] = setting((0.02, 0.05, 0.10), "Values of knowledge.salience.")
 
@@ -540,7 +540,7 @@ class Experiment:
                     if factor == "method":  # the other method's options do not apply
                         changed = replace(changed, options={})
                     if changed.form not in catalog.SPARSIFY_FORMS_OF[changed.method]:
-                        # e.g. form=and under lp-dense: solved exactly by lp, the solver that has it
+                        # e.g. form=and in an lp-dense run: solved exactly by lp, the solver that has it
                         solver = next(m for m in catalog.SPARSIFY_METHODS if changed.form in catalog.SPARSIFY_FORMS_OF[m])
                         changed = replace(changed, method=solver, options={})
                     out[f"{factor}={value}"] = (changed, own_knowledge)
