@@ -8,4 +8,4 @@ analysis: setup
 	.venv/bin/snakemake --cores 2
 
 test: setup
-	.venv/bin/python -m pytest -q --durations=30
+	.venv/bin/python -m pytest -q --durations=30 -n 2 --dist loadscope

@@ -2,12 +2,15 @@
 
 Tiers: every test that runs Snakemake, SLURM or a full training is marked ``slow``; ``pytest -m
 "not slow"`` is the fast tier for the development loop, and ``make test`` (CI) runs everything.
-The tiny workflow run (``config/test.yaml``) happens once per session, in a temporary copy of the
-repository so nothing lands in the real ``results/``; tests that damage results copy it first.
+The tiny workflow run (``config/test.yaml``) happens once per session (once for all pytest-xdist
+workers: ``make test`` runs two), in a temporary copy of the repository so nothing lands in the
+real ``results/``; tests that change or damage results copy it first.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 import subprocess
 import sys
@@ -68,16 +71,33 @@ def tiny_config() -> dict:
     return yaml.safe_load((REPO / "config" / "test.yaml").read_text())
 
 
+def _shared_root(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the session's own temp folder
+    without workers)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One full run of the tiny config with --cores 2, shared by every workflow test."""
-    workdir = copy_repo(tmp_path_factory.mktemp("workflow"))
-    start = time.perf_counter()
-    proc = snakemake(workdir, "--cores", "2", *CONFIG)
-    seconds = time.perf_counter() - start
-    assert proc.returncode == 0, f"workflow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    print(f"\ntiny workflow run: {seconds:.0f}s")
-    return {"dir": workdir, "seconds": seconds, "log": proc.stderr}
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict:
+    """One full run of the tiny config with --cores 2, shared by every workflow test, and by every
+    pytest-xdist worker: the first that needs it runs it under a file lock, the others wait and
+    read its record. Tests must not change it (``damaged_run`` makes a private copy)."""
+    root = _shared_root(tmp_path_factory, worker_id)
+    record = root / "tiny-run.json"
+    with open(root / "tiny-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            workdir = copy_repo(root / "tiny-run")
+            start = time.perf_counter()
+            proc = snakemake(workdir, "--cores", "2", *CONFIG)
+            seconds = time.perf_counter() - start
+            failure = "" if proc.returncode == 0 else f"workflow failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+            record.write_text(json.dumps({"dir": str(workdir), "seconds": seconds, "log": proc.stderr, "failure": failure}))
+            print(f"\ntiny workflow run: {seconds:.0f}s")
+    run = json.loads(record.read_text())
+    assert not run["failure"], run["failure"]
+    return {"dir": Path(run["dir"]), "seconds": run["seconds"], "log": run["log"]}
 
 
 @pytest.fixture

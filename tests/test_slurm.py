@@ -37,7 +37,7 @@ REMOTE_RULES = {"prepare_data", "pretrain", "probe", "finetune", "scratch", "scr
 # Both runs get the same thread counts (numerically identical results need identical threads);
 # one thread each is also what tiny models train fastest with, on 2 shared cores.
 MAX_THREADS = 1
-RUN_TIMEOUT_S = 540
+RUN_TIMEOUT_S = 900
 # The SLURM run builds every remote rule's outputs for two shards, not the whole DAG: every stage
 # that runs on the cluster runs there at least once, in a few minutes of CI (the whole tiny DAG
 # is ~90 SLURM jobs). The local stages after them (knowledge, figures) are tested on the local run.
@@ -244,7 +244,7 @@ def test_failed_job_surfaces_with_its_log(runs: dict[str, Run], slurm_cluster: S
         run.workdir,
         *_slurm_args(target, "--forcerun", "games", "--rerun-triggers", "params", "code"),
         env=_env(SBATCH_PARTITION=GPU_PARTITION),
-        timeout_s=180,
+        timeout_s=300,
     )
     assert failed.returncode not in (0, 124, 137), f"expected a failed run:\n{failed.log[-4000:]}"
     submitted = failed.submissions()

@@ -42,8 +42,11 @@ FIGURE_RULES = {
 
 
 @pytest.fixture(scope="module")
-def run(tiny_run: dict) -> dict:
-    return tiny_run
+def run(tiny_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """This module's copy of the shared tiny run: its tests edit code and write overlays there."""
+    workdir = tmp_path_factory.mktemp("workflow") / "run"
+    shutil.copytree(tiny_run["dir"], workdir, symlinks=True)
+    return {**tiny_run, "dir": workdir}
 
 
 @pytest.fixture(scope="module")

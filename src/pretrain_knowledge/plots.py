@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,9 @@ from .claims import CLAIMS
 from .io import atomic_path
 from .layout import SIMILARITIES
 from .layout import group_of as layout_group
-from .selection import Selection
+
+if TYPE_CHECKING:  # annotations only: most figures must not pay for importing torch
+    from .selection import Selection
 
 KIND_ORDER = ["preserved", "discarded", "new"]
 KIND_PALETTE = {"preserved": "#1b9e77", "discarded": "#d95f02", "new": "#7570b3"}

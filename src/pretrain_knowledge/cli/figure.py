@@ -9,7 +9,6 @@ import pandas as pd
 
 from .. import plots
 from ..layout import EXPERIMENT_FIGURES, GLOBAL_FIGURES
-from ..selection_text import TextSelection, load_selection
 from ..spec import FiguresSpec
 from .common import FORMATTER, add_settings, settings
 
@@ -54,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.name == "training":
         fig = plots.training_figure(pd.read_parquet(inputs["metrics"]), args.title)
     elif args.name == "examples":
+        from ..selection_text import TextSelection, load_selection  # torch: only this figure needs it
+
         selection = load_selection(inputs["selection"])
         draw = plots.text_examples_figure if isinstance(selection, TextSelection) else plots.examples_figure
         fig = draw(selection, pd.read_parquet(inputs["members"]), n_examples=s.examples, title=args.title)  # type: ignore[arg-type]
