@@ -185,14 +185,14 @@ def test_kill_9_during_extraction_then_the_documented_resume(tiny_run: dict, dam
 
 @pytest.mark.slow
 def test_results_do_not_depend_on_cores(tiny_run: dict, tmp_path: Path) -> None:
-    """The same config with --cores 1 gives the tables of the shared --cores 2 run: every training
-    mode (where thread counts used to change the backbone), the selection and the games and
+    """The same config with --cores 1 gives the tables of the shared --cores 2 run: the training
+    modes the selection needs (pretrain, probe, finetune, scratch: where thread counts used to
+    change the backbone; the controls train by the same code), the selection and the games and
     interactions of the pre-trained and the last fine-tuned model (the stages after them only read
     these tables, so they are built for the cores test by the shared run alone)."""
     workdir = copy_repo(tmp_path / "one-core")
     experiment = RESULTS.name
     targets = [
-        f"{RESULTS}/metrics.parquet",
         f"{RESULTS}/interactions/model=pretrain/epoch=2/shard-0.parquet",
         f"{RESULTS}/interactions/model=finetune/epoch=2/shard-1.parquet",
     ]
