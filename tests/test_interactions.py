@@ -449,11 +449,24 @@ def test_least_norm_solver_subset_sums_equal_the_butterfly(n: int) -> None:
     torch.testing.assert_close(lp._zeta(x[0]), inverse_and_transform(x[0]), rtol=0, atol=1e-12)
 
 
-def test_small_games_are_solved_on_one_thread_and_the_callers_count_is_restored(smooth_games: torch.Tensor) -> None:
+def test_small_games_are_solved_on_one_thread_and_the_callers_count_is_restored(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pretrain_knowledge.interactions import lp
+
+    seen: list[int] = []
+    solve = lp._Game.solve
+
+    def recording(self, **kwargs):
+        seen.append(torch.get_num_threads())
+        return solve(self, **kwargs)
+
+    monkeypatch.setattr(lp._Game, "solve", recording)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         two = sparsify(smooth_games, qthres=0.04)
+        assert seen and set(seen) == {1}, seen
         assert torch.get_num_threads() == 2
         torch.set_num_threads(1)
         one = sparsify(smooth_games, qthres=0.04)

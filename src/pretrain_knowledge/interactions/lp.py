@@ -72,6 +72,10 @@ rows (0.67 against 0.14 s per game); at n = 10 all rows from the start is still 
 against 2.7 s per game), since each round restarts the interior point."""
 POLISH_ROUNDS = 40
 """Set corrections the final polish may make before it gives up and keeps the iterate."""
+DENSE_ZETA_UP_TO = 256
+"""Games with at most this many coalitions (n ≤ 8) take subset sums as one product with the dense
+0/1 matrix Z: at this size the n small passes of the butterfly cost more in per-call overhead than
+the 2^n × 2^n product costs in arithmetic."""
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,6 @@ def _serial_when_small(size: int, device: torch.device) -> Iterator[None]:
     finally:
         if serial:
             torch.set_num_threads(threads)
-
-
-DENSE_ZETA_UP_TO = 256
-"""Games with at most this many coalitions (n ≤ 8) take subset sums as one product with the dense
-0/1 matrix Z: at this size the n small passes of the butterfly cost more in per-call overhead than
-the 2^n × 2^n product costs in arithmetic."""
 
 
 @lru_cache(maxsize=8)
