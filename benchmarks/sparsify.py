@@ -184,8 +184,9 @@ def _child_rows(n: int, path: Path, args: argparse.Namespace) -> list[dict]:
     if not games:
         return [row(f"2 n={n}", f"nothing finished within {args.large_timeout} s", float("nan"), float(args.large_timeout), "8 games ≤ 600 s")]
     seconds = [g["seconds"] for g in games]
-    peak = summary["peak_rss_gib"] if summary else float("nan")
-    base = summary["baseline_rss_gib"] if summary else float("nan")
+    # A child stopped at the timeout prints no summary; its last finished game carries the peak so far.
+    peak = summary["peak_rss_gib"] if summary else games[-1]["peak_gib"]
+    base = summary["baseline_rss_gib"] if summary else games[-1]["baseline_rss_gib"]
     finished = f"{len(games)}/{args.large_games} games" + ("" if summary else f" (stopped at {args.large_timeout} s)")
     return [
         row(f"2 n={n}", f"{finished}: mean wall time per game", float(np.mean(seconds)), float(np.max(seconds)), "8 games ≤ 600 s", ratio=float(np.sum(seconds))),
@@ -204,11 +205,16 @@ def child(path: str, device: str, threads: int) -> None:
         result, seconds = timed(lambda: sparsify(v[b : b + 1]), device)
         d = result.diagnostics
         print(json.dumps({"game": b, "seconds": seconds, "gap": float(d.gap[0]), "iterations": int(d.iterations[0]),
-                          "converged": bool(d.converged[0])}), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+                          "converged": bool(d.converged[0]), "peak_gib": _peak_gib(device),
+                          "baseline_rss_gib": baseline}), flush=True)
+    print(json.dumps({"peak_rss_gib": _peak_gib(device), "baseline_rss_gib": baseline}), flush=True)
+
+
+def _peak_gib(device: str) -> float:
+    """Peak resident memory of this process so far (peak allocated GPU memory on CUDA)."""
     if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    print(json.dumps({"peak_rss_gib": peak, "baseline_rss_gib": baseline}), flush=True)
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _rss_gib() -> float:

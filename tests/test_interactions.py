@@ -425,22 +425,27 @@ def test_eleven_players_certified_without_a_dense_matrix() -> None:
 def test_working_set_rounds_reach_the_point_of_one_solve_with_every_row(
     smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Small games start with every coalition; the working-set rounds that larger games use must
-    end at the same least-norm point (forced here on the same n = 6 games)."""
+    """Small games start with every coalition; the working set that grows during the iterations,
+    as larger games use it, must end at the same least-norm point (forced here on the same n = 6
+    games), and a cap on its enlargements that leaves coalitions violated is reported as such."""
     from pretrain_knowledge.interactions import lp
 
     bound = 0.04 * (smooth_games[:, -1] - smooth_games[:, 0]).abs()
     every_row = lp.solve_least_norm(smooth_games, bound)
     monkeypatch.setattr(lp, "ALL_ROWS_UP_TO", 0)
     monkeypatch.setattr(lp, "INITIAL_ROWS", 8)
+    monkeypatch.setattr(lp, "GROWTH_MIN", 2)
     rounds = lp.solve_least_norm(smooth_games, bound)
     assert bool((every_row.rows == 64).all()) and bool((rounds.rows < 64).any()), rounds.rows
     scale = smooth_games.abs().amax(-1, keepdim=True)
     assert float(((rounds.a - every_row.a).abs() / scale).max()) <= 1e-8
     assert float(((rounds.o - every_row.o).abs() / scale).max()) <= 1e-8
+    assert bool(rounds.converged.all())
+    capped = lp.solve_least_norm(smooth_games, bound, max_rounds=0)
+    assert not bool(capped.converged.any()) and bool((capped.rows == 8).all())
 
 
-@pytest.mark.parametrize("n", [1, 5, 8, 9])
+@pytest.mark.parametrize("n", [1, 5, 8, 9, 10, 12, 13])
 def test_least_norm_solver_subset_sums_equal_the_butterfly(n: int) -> None:
     from pretrain_knowledge.interactions import lp
 

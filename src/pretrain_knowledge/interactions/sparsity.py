@@ -53,7 +53,7 @@ METHODS = SPARSIFY_METHODS
 FORMS = SPARSIFY_FORMS
 """Decomposition forms: AND and OR terms, or AND terms only (the paper's Eq. 2)."""
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "lp": {"tol": 1e-10, "max_iter": 100, "max_rounds": 60},
+    "lp": {"tol": 1e-10, "max_iter": 300, "max_rounds": 300},
     "reference": {"lr": 1e-5, "niter": 10_000},
     "lp-dense": {"tol": 1e-8, "max_iter": 80, "chunk_size": None},
 }
