@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -211,16 +210,23 @@ def child(path: str, device: str, threads: int) -> None:
 
 
 def _peak_gib(device: str) -> float:
-    """Peak resident memory of this process so far (peak allocated GPU memory on CUDA)."""
+    """Peak resident memory of this process so far (peak allocated GPU memory on CUDA).
+
+    The high-water mark of the process's own memory (VmHWM), not getrusage's ru_maxrss: Linux
+    carries ru_maxrss across exec, so a child would report its parent's peak when that is larger."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return _status_gib("VmHWM:")
 
 
 def _rss_gib() -> float:
+    return _status_gib("VmRSS:")
+
+
+def _status_gib(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 2**20
     return float("nan")
 

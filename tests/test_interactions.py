@@ -432,17 +432,106 @@ def test_working_set_rounds_reach_the_point_of_one_solve_with_every_row(
 
     bound = 0.04 * (smooth_games[:, -1] - smooth_games[:, 0]).abs()
     every_row = lp.solve_least_norm(smooth_games, bound)
+    _force_working_set(lp, monkeypatch)
+    rounds = lp.solve_least_norm(smooth_games, bound)
+    assert bool((every_row.rows == 64).all()) and bool((rounds.rows < 64).any()), rounds.rows
+    _assert_same_point(rounds, every_row, smooth_games)
+    capped = lp.solve_least_norm(smooth_games, bound, max_rounds=0)
+    assert not bool(capped.converged.any()) and bool((capped.rows == 8).all())
+
+
+def _force_working_set(lp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make n = 6 games use the growing working set of larger games, from 8 rows."""
     monkeypatch.setattr(lp, "ALL_ROWS_UP_TO", 0)
     monkeypatch.setattr(lp, "INITIAL_ROWS", 8)
     monkeypatch.setattr(lp, "GROWTH_MIN", 2)
-    rounds = lp.solve_least_norm(smooth_games, bound)
-    assert bool((every_row.rows == 64).all()) and bool((rounds.rows < 64).any()), rounds.rows
-    scale = smooth_games.abs().amax(-1, keepdim=True)
-    assert float(((rounds.a - every_row.a).abs() / scale).max()) <= 1e-8
-    assert float(((rounds.o - every_row.o).abs() / scale).max()) <= 1e-8
-    assert bool(rounds.converged.all())
-    capped = lp.solve_least_norm(smooth_games, bound, max_rounds=0)
-    assert not bool(capped.converged.any()) and bool((capped.rows == 8).all())
+
+
+def _assert_same_point(result, reference, games: torch.Tensor) -> None:
+    scale = games.abs().amax(-1, keepdim=True)
+    assert float(((result.a - reference.a).abs() / scale).max()) <= 1e-8
+    assert float(((result.o - reference.o).abs() / scale).max()) <= 1e-8
+    assert bool(result.converged.all())
+
+
+def test_released_rows_rejoin_when_violated_and_the_point_does_not_move(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows well inside their box leave the working set, once each. With the margin at 0 every
+    row that is not violated leaves, tight ones included, so some must be violated again and
+    rejoin; the point must still be the one of a solve with every row."""
+    from pretrain_knowledge.interactions import lp
+
+    bound = 0.04 * (smooth_games[:, -1] - smooth_games[:, 0]).abs()
+    every_row = lp.solve_least_norm(smooth_games, bound)
+    _force_working_set(lp, monkeypatch)
+    monkeypatch.setattr(lp, "DROP_MARGIN", 0.0)
+    counts = {"released": 0, "rejoined": 0}
+    release, add = lp._RestrictedIPM._release, lp._RestrictedIPM.add
+
+    def counting_release(self) -> None:
+        before = self.rows.numel()
+        release(self)
+        counts["released"] += before - self.rows.numel()
+
+    def counting_add(self, new: torch.Tensor) -> None:
+        counts["rejoined"] += int(self.released[new].sum())
+        add(self, new)
+
+    monkeypatch.setattr(lp._RestrictedIPM, "_release", counting_release)
+    monkeypatch.setattr(lp._RestrictedIPM, "add", counting_add)
+    result = lp.solve_least_norm(smooth_games, bound)
+    assert counts["released"] > 0 and counts["rejoined"] > 0, counts
+    _assert_same_point(result, every_row, smooth_games)
+    # Every row first, then a budget that leaves them all inside their box: 8 rows must stay.
+    wide = 5.0 * (smooth_games[:, -1] - smooth_games[:, 0]).abs()
+    monkeypatch.setattr(lp, "ALL_ROWS_UP_TO", 64)
+    monkeypatch.setattr(lp, "INITIAL_ROWS", 64)  # no row leaves a set of 64
+    every_row = lp.solve_least_norm(smooth_games, wide)
+    monkeypatch.setattr(lp, "INITIAL_ROWS", 8)
+    counts["released"] = 0
+    result = lp.solve_least_norm(smooth_games, wide)
+    assert counts["released"] > 0 and bool((result.rows >= 8).all()), (counts, result.rows)
+    _assert_same_point(result, every_row, smooth_games)
+
+
+def test_failed_polish_grows_the_working_set_and_reaches_the_optimum(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A polish that fails because the exact point violates a coalition the working set left out
+    must bring that coalition in and go on. Here one coalition that is tight at the optimum is
+    hidden from the enlargements, and the polish is made to fail while the interior point has not
+    made it tight: the result must be the optimum anyway, and without the retry it must not be."""
+    from pretrain_knowledge.interactions import lp
+
+    v = smooth_games[:1]
+    bound = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    every_row = lp.solve_least_norm(v, bound)
+    q = lp._Game(v[0].double(), float(bound[0]), "and-or").apply_flat(
+        torch.cat((every_row.a[0], every_row.o[0])) / v[0].abs().max()
+    ) - v[0] / v[0].abs().max()
+    tight = ((q.abs() - float(bound[0] / v[0].abs().max())).abs() < 1e-9).nonzero().flatten()
+    initial = set(torch.topk(v[0].abs(), 8).indices.tolist())
+    hidden = next(int(t) for t in tight if int(t) not in initial)
+    _force_working_set(lp, monkeypatch)
+    violated_rows, polish = lp._Game._violated_rows, lp._Game._polish
+    monkeypatch.setattr(lp._Game, "_violated_rows", lambda self, x, rows: (lambda bad: bad[bad != hidden])(violated_rows(self, x, rows)))
+    missed_rows: list[list[int]] = []
+
+    def failing_without_hidden(self, x, support, tight):
+        polished, missed = polish(self, x, support, tight)
+        missed_rows.append(missed.tolist())
+        return (polished if hidden in tight.tolist() else None), missed
+
+    monkeypatch.setattr(lp._Game, "_polish", failing_without_hidden)
+    result = lp.solve_least_norm(v, bound)
+    assert hidden in missed_rows[0] and len(missed_rows) >= 2, (hidden, missed_rows)
+    _assert_same_point(result, every_row, v)
+    missed_rows.clear()
+    monkeypatch.setattr(lp, "POLISH_RETRIES", 0)
+    alone = lp.solve_least_norm(v, bound)
+    scale = v.abs().amax(-1, keepdim=True)
+    assert float(((alone.a - every_row.a).abs() / scale).max()) > 1e-6
 
 
 @pytest.mark.parametrize("n", [1, 5, 8, 9, 10, 12, 13])
