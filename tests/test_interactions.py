@@ -515,7 +515,7 @@ def test_failed_polish_grows_the_working_set_and_reaches_the_optimum(
     hidden = next(int(t) for t in tight if int(t) not in initial)
     _force_working_set(lp, monkeypatch)
     violated_rows, polish = lp._Game._violated_rows, lp._Game._polish
-    monkeypatch.setattr(lp._Game, "_violated_rows", lambda self, x, rows: (lambda bad: bad[bad != hidden])(violated_rows(self, x, rows)))
+    monkeypatch.setattr(lp._Game, "_violated_rows", lambda self, fit, rows: (lambda bad: bad[bad != hidden])(violated_rows(self, fit, rows)))
     missed_rows: list[list[int]] = []
 
     def failing_without_hidden(self, x, support, tight):

@@ -379,9 +379,10 @@ class _Game:
         count = min(INITIAL_ROWS, self.size)
         return torch.topk(self.v.abs(), count).indices.sort().values
 
-    def _violated_rows(self, x: Tensor, rows: Tensor) -> Tensor:
-        """Coalitions outside the working set whose |q_T| exceeds b, most violated first."""
-        excess = (self.apply(x) - self.v).abs() - self.b
+    def _violated_rows(self, fit: Tensor, rows: Tensor) -> Tensor:
+        """Coalitions outside the working set whose |q_T| exceeds b (q = ``fit`` − v, ``fit`` = A x),
+        most violated first."""
+        excess = (fit - self.v).abs() - self.b
         excess[rows] = -math.inf
         tolerance = 1e-12
         bad = (excess > tolerance).nonzero().flatten()
@@ -437,6 +438,7 @@ class _RestrictedIPM:
         size, dtype, device = game.size, game.v.dtype, game.v.device
         count = rows.numel()
         self.x = game.valid / size
+        self.fit = game.apply(self.x)  # A x, kept with x: the checks of every row read it
         self.z = game.valid.clone()
         self.y = torch.zeros(count, dtype=dtype, device=device)
         b = game.b if game.boxed else 0.0
@@ -483,7 +485,7 @@ class _RestrictedIPM:
         count = self.rows.numel()
         if not game.boxed or count <= INITIAL_ROWS:
             return
-        q = game.apply(self.x)[self.rows] - game.v[self.rows]
+        q = self.fit[self.rows] - game.v[self.rows]
         inside = (q.abs() <= (1 - DROP_MARGIN) * game.b) & (torch.minimum(self.r, self.s) >= DROP_MARGIN * game.b)
         drop = inside & ~self.released[self.rows]
         candidates = int(drop.sum())
@@ -504,7 +506,7 @@ class _RestrictedIPM:
         game = self.game
         if not game.boxed or self.rows.numel() == game.size:
             return 0
-        violated = game._violated_rows(self.x, self.rows)
+        violated = game._violated_rows(self.fit, self.rows)
         if violated.numel() == 0 or self.enlargements >= max_rounds:
             return violated.numel()
         self.add(violated[: max(GROWTH_MIN, int(GROWTH * self.rows.numel()))])
@@ -521,7 +523,7 @@ class _RestrictedIPM:
         game = self.game
         mu = max(self._mu(), 1e-300)
         b = game.b
-        q = game.apply(self.x)[new] - game.v[new]
+        q = self.fit[new] - game.v[new]
         r0 = (q + b).clamp(ENTRY_MARGIN * b, (2.0 - ENTRY_MARGIN) * b)
         s0 = 2.0 * b - r0
         rows = torch.cat((self.rows, new))
@@ -553,7 +555,7 @@ class _RestrictedIPM:
         game = self.game
         y_full = torch.zeros_like(game.v)
         y_full[self.rows] = self.y
-        primal = self.rhs - (game.apply(self.x)[self.rows] - self.r)
+        primal = self.rhs - (self.fit[self.rows] - self.r)
         dual = ((1.0 + game.eps * self.x) - game.adjoint(y_full) - self.z) * game.valid
         dual_r = self.y - self.zr + self.ws if game.boxed else torch.zeros_like(self.y)
         return primal, dual, dual_r
@@ -617,6 +619,7 @@ class _RestrictedIPM:
         alpha_p, alpha_d = self._step_lengths(corr, fraction=0.99)
         dx, dr, ds, dy, dz, dzr, dws = corr
         self.x = (self.x + alpha_p * dx) * game.valid
+        self.fit = game.apply(self.x)
         self.z = (self.z + alpha_d * dz) * game.valid
         self.y = self.y + alpha_d * dy
         if game.boxed:
