@@ -518,14 +518,25 @@ def test_failed_polish_grows_the_working_set_and_reaches_the_optimum(
     monkeypatch.setattr(lp._Game, "_violated_rows", lambda self, fit, rows: (lambda bad: bad[bad != hidden])(violated_rows(self, fit, rows)))
     missed_rows: list[list[int]] = []
 
-    def failing_without_hidden(self, x, support, tight):
-        polished, missed = polish(self, x, support, tight)
+    exact_solves: list[int] = []
+    solve_sets = lp._Game._solve_sets
+
+    def counting_solve_sets(self, *args):
+        exact_solves[-1] += 1
+        return solve_sets(self, *args)
+
+    def failing_without_hidden(self, x, support, tight, outside=None):
+        exact_solves.append(0)
+        polished, missed = polish(self, x, support, tight, outside)
         missed_rows.append(missed.tolist())
         return (polished if hidden in tight.tolist() else None), missed
 
+    monkeypatch.setattr(lp._Game, "_solve_sets", counting_solve_sets)
     monkeypatch.setattr(lp._Game, "_polish", failing_without_hidden)
     result = lp.solve_least_norm(v, bound)
     assert hidden in missed_rows[0] and len(missed_rows) >= 2, (hidden, missed_rows)
+    # The first polish hands back at its first exact point instead of correcting the sets.
+    assert exact_solves[0] == 1, exact_solves
     _assert_same_point(result, every_row, v)
     missed_rows.clear()
     monkeypatch.setattr(lp, "POLISH_RETRIES", 0)
