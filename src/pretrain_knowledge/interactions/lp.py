@@ -64,6 +64,12 @@ from .transforms import coalition_orders, zeta_transform
 
 REGULARISATION = 1e-4
 """ε of the least-norm selection, relative to the game's scale max_T |v_T|."""
+TOL = 1e-10
+"""Default complementarity target μ of the interior point (the residuals must reach 1e-11 too)."""
+MAX_ITER = 300
+"""Default cap on the interior-point iterations of one run (a polish retry runs again under it)."""
+MAX_ROUNDS = 300
+"""Default cap on working-set enlargements (at most one per iteration)."""
 INITIAL_ROWS = 64
 """Coalitions in the first working set of larger games: those with the largest |v_T|."""
 GROWTH = 0.05
@@ -144,9 +150,9 @@ def solve_least_norm(
     bound: Tensor,
     form: str = "and-or",
     *,
-    tol: float = 1e-10,
-    max_iter: int = 300,
-    max_rounds: int = 300,
+    tol: float = TOL,
+    max_iter: int = MAX_ITER,
+    max_rounds: int = MAX_ROUNDS,
     progress: bool = False,
 ) -> LeastNormSolution:
     """Least-norm optimum of the sparsity LP for every game of ``v`` (B, 2^n), |q_T| ≤ ``bound``.

@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..catalog import MAX_PLAYERS, SPARSIFY_FORMS, SPARSIFY_FORMS_OF, SPARSIFY_METHODS, SPARSIFY_OPTIONS
+from . import lp
 from .lp import solve_least_norm
 from .lp_dense import solve_sparsity_lp
 from .transforms import (
@@ -53,7 +54,7 @@ METHODS = SPARSIFY_METHODS
 FORMS = SPARSIFY_FORMS
 """Decomposition forms: AND and OR terms, or AND terms only (the paper's Eq. 2)."""
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "lp": {"tol": 1e-10, "max_iter": 300, "max_rounds": 300},
+    "lp": {"tol": lp.TOL, "max_iter": lp.MAX_ITER, "max_rounds": lp.MAX_ROUNDS},
     "reference": {"lr": 1e-5, "niter": 10_000},
     "lp-dense": {"tol": 1e-8, "max_iter": 80, "chunk_size": None},
 }
