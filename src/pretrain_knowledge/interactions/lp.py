@@ -320,7 +320,8 @@ class _Game:
         exists = self.valid[::2].flatten() > 0
         tolerance = 1e-12
         missed = tight[:0]
-        for correction in range(POLISH_ROUNDS):
+        first_point = True
+        for _ in range(POLISH_ROUNDS):
             if not bool(atoms.any()) or not bool(rows.any()):
                 return None, missed
             tight_now = rows.nonzero().flatten()
@@ -335,7 +336,8 @@ class _Game:
             wrong_side = rows & (y * sides > 1e-12)
             entering = ~atoms & exists & (reach.abs() > 1.0 + tolerance)
             violated = ~rows & (excess > tolerance)
-            if correction == 0:
+            if first_point:  # the first exact point: the solve before it may have released a row
+                first_point = False
                 missed = violated.nonzero().flatten()
                 if outside is not None and bool(outside[missed].any()):
                     return None, missed
