@@ -550,13 +550,42 @@ def test_failed_polish_grows_the_working_set_and_reaches_the_optimum(
     assert float(((alone.a - every_row.a).abs() / scale).max()) > 1e-6
 
 
-@pytest.mark.parametrize("n", [1, 5, 8, 9, 10, 12, 13])
-def test_least_norm_solver_subset_sums_equal_the_butterfly(n: int) -> None:
+def _sums_by_definition(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """ζx(T) = Σ_{S ⊆ T} x_S, Zᵀx(T) = Σ_{S ⊇ T} x_S or ζx(N∖T), from the 0/1 matrix of S ⊆ T."""
+    size = x.shape[-1]
+    index = torch.arange(size)
+    contains = ((index[:, None] & index[None, :]) == index[None, :]).to(x.dtype)  # [T, S] = [S ⊆ T]
+    if kind == "superset":
+        return x @ contains
+    sums = x @ contains.T
+    return sums.flip(-1) if kind == "complement" else sums
+
+
+@pytest.mark.parametrize("n", [1, 5, 6, 7, 8, 9, 10, 12, 15, 16])
+def test_least_norm_solver_pair_sums_equal_their_definitions(n: int) -> None:
+    """Each pair of sums (one product with a dense matrix, two with Kronecker factors or the
+    butterfly, by size) against the sums written out; a (2^n,) input feeds both rows."""
     from pretrain_knowledge.interactions import lp
 
-    x = random_games(3, n, seed=n)
-    torch.testing.assert_close(lp._zeta(x), inverse_and_transform(x), rtol=0, atol=1e-12)
-    torch.testing.assert_close(lp._zeta(x[0]), inverse_and_transform(x[0]), rtol=0, atol=1e-12)
+    x = random_games(2, n, seed=n)
+
+    def reference(row: torch.Tensor, kind: str) -> torch.Tensor:
+        if n <= 10:
+            return _sums_by_definition(row, kind)
+        # The 2^n × 2^n matrix is too large here: subset sums by the AND butterfly.
+        if kind == lp.SUPERSET:
+            return inverse_and_transform(row.flip(-1)).flip(-1)
+        sums = inverse_and_transform(row)
+        return sums.flip(-1) if kind == lp.COMPLEMENT else sums
+
+    kinds = (lp.SUBSET, lp.SUPERSET, lp.COMPLEMENT)
+    for first in kinds:
+        for second in kinds:
+            pair = lp._PairTransform(n, (first, second), x.dtype, "cpu")
+            expected = torch.stack((reference(x[0], first), reference(x[1], second)))
+            torch.testing.assert_close(pair(x), expected, rtol=0, atol=1e-11)
+            both = torch.stack((reference(x[0], first), reference(x[0], second)))
+            torch.testing.assert_close(pair(x[0]), both, rtol=0, atol=1e-11)
 
 
 def test_small_games_are_solved_on_one_thread_and_the_callers_count_is_restored(

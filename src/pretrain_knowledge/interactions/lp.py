@@ -27,7 +27,8 @@ method therefore runs on a working set R of rows, with all atoms: its normal mat
 
 so no 2^n × 2^n matrix is formed unless every coalition is tight (qthres = 0 leaves q no room;
 then R is all of them). R starts with the coalitions of largest |v_T|. After every
-interior-point step one butterfly checks every coalition, and the most violated join R at once,
+interior-point step one product with A (two small Kronecker products per sum up to n = 15, a
+butterfly above) checks every coalition, and the most violated join R at once,
 at their current fit and with complementarity at the current μ; rows that sit well inside their
 box leave R, each coalition at most once; the iterations go on from where they are rather than
 restarting. Since a coalition can leave only once, the additions end, and a solution of the
@@ -116,15 +117,20 @@ violates but the working set left out. On 64 real games at n = 10 one polish fai
 (its sets did not settle in 100 corrections); one more row and 4 iterations settled it. The
 polish now hands back as soon as its first exact point violates such a row, which took the exact
 solves (an SVD each) on those 64 games from 3.6 to 2.0 a game."""
-DENSE_ZETA_UP_TO = 256
-"""Games with at most this many coalitions (n ≤ 8) take subset sums as one product with the dense
-0/1 matrix Z: at this size the n small passes of the butterfly cost more in per-call overhead than
-the 2^n × 2^n product costs in arithmetic."""
-KRONECKER_ZETA_UP_TO = 4096
-"""Up to this many coalitions (n ≤ 12) subset sums are two small dense products, one per half of
-the players' bits (Z is the Kronecker product of its halves). Measured per call against the
-butterfly, one game, 2 threads: 57 against 141 µs at n = 10, 109 against 180 µs at n = 12,
-365 against 256 µs at n = 14."""
+SERIAL_UP_TO = 256
+"""Games with at most this many coalitions (n ≤ 8) are solved on one CPU thread (see
+``_serial_when_small``)."""
+DENSE_ZETA_UP_TO = 64
+"""Games with at most this many coalitions (n ≤ 6) take their sums as one product with a dense
+2^n × 2^n 0/1 matrix; larger ones as two products with the Kronecker factors below. Measured per
+call of a pair of sums, one thread: 7 against 11 µs at n = 4, 9 against 14 µs at n = 6, 23 against
+14 µs at n = 8."""
+KRONECKER_ZETA_UP_TO = 32768
+"""Up to this many coalitions (n ≤ 15) the sums are two small dense products per vector, one per
+half of the players' bits (Z is the Kronecker product of its halves); above, the butterfly's n
+passes. Measured per call of a pair of sums, 2 threads: 21 against 161 µs at n = 10, 36 against
+208 µs at n = 12, 151 against 384 µs at n = 14, 393 against 846 µs at n = 15, 1,131 against
+914 µs at n = 16."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,7 @@ def _serial_when_small(size: int, device: torch.device) -> Iterator[None]:
     (OpenMP threads wait for each other). One thread also keeps the bits independent of the
     caller's thread count."""
     threads = torch.get_num_threads()
-    serial = device.type == "cpu" and size <= DENSE_ZETA_UP_TO and threads > 1
+    serial = device.type == "cpu" and size <= SERIAL_UP_TO and threads > 1
     if serial:
         torch.set_num_threads(1)
     try:
@@ -202,25 +208,75 @@ def _serial_when_small(size: int, device: torch.device) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)
 def _subset_matrix(size: int, dtype: torch.dtype, device: str) -> Tensor:
     """Zᵀ as a dense matrix, so that x @ Zᵀ is the subset sum of x: Z[T, S] = [S ⊆ T]."""
     index = torch.arange(size, device=device)
     return ((index[:, None] & index[None, :]) == index[:, None]).to(dtype)
 
 
-def _zeta(x: Tensor) -> Tensor:
-    """Subset sums: one dense product for small games, two for mid-sized ones, else the butterfly."""
-    size = x.shape[-1]
-    if size <= DENSE_ZETA_UP_TO:
-        return x @ _subset_matrix(size, x.dtype, str(x.device))
-    if size > KRONECKER_ZETA_UP_TO:
-        return zeta_transform(x)
-    n = size.bit_length() - 1
-    low, high = n // 2, n - n // 2
-    # Index T = (high bits) · 2^low + (low bits): rows carry the high players, columns the low.
-    grid = x.reshape(*x.shape[:-1], 1 << high, 1 << low) @ _subset_matrix(1 << low, x.dtype, str(x.device))
-    return (_subset_matrix(1 << high, x.dtype, str(x.device)).T @ grid).reshape(x.shape)
+SUBSET, SUPERSET, COMPLEMENT = "subset", "superset", "complement"
+"""The three sums an operator of the problem is made of: ζx(T) = Σ_{S ⊆ T} x_S, Zᵀx(T) =
+Σ_{S ⊇ T} x_S, and ζx(N∖T), the subset sums read at the complement."""
+
+
+class _PairTransform:
+    """Two of the sums above, one per row of a (2, 2^n) input, in one call.
+
+    Every operator of the interior point (A, Aᵀ, the normal matrix's subset sums) is one such
+    pair, so a pair costs one batched product instead of two transforms and the flips between
+    them: an iteration is dominated by per-call overhead, not arithmetic. Up to n = 12, Z is the
+    Kronecker product of its halves, so on the (2^high × 2^low) grid of a vector each sum is
+    L X R with small factors; reading at the complement reverses both grid axes, which is folded
+    into the factors. Larger games use the butterfly."""
+
+    def __init__(self, n: int, kinds: tuple[str, str], dtype: torch.dtype, device: str) -> None:
+        self.size, self.kinds = 1 << n, kinds
+        self.left: Tensor | None = None
+        self.right: Tensor | None = None
+        if self.size > KRONECKER_ZETA_UP_TO:
+            return
+        low = n if self.size <= DENSE_ZETA_UP_TO else n // 2
+        high = n - low
+        factors = [_grid_factors(kind, high, low, dtype, device) for kind in kinds]
+        self.grid = (1 << high, 1 << low)
+        self.right = torch.stack([right for _, right in factors])
+        if high:
+            self.left = torch.stack([left for left, _ in factors])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """(2, 2^n) → (2, 2^n), row k summed by ``kinds[k]``; a (2^n,) input feeds both rows."""
+        if self.right is None:
+            return self._butterfly(x)
+        if x.dim() == 1:  # one grid against both right factors
+            sums = torch.matmul(x.view(*self.grid), self.right)
+        else:
+            sums = torch.bmm(x.reshape(2, *self.grid), self.right)
+        if self.left is not None:
+            sums = torch.bmm(self.left, sums)
+        return sums.view(2, self.size)
+
+    def _butterfly(self, x: Tensor) -> Tensor:
+        rows = x.expand(2, self.size)
+        ahead = torch.stack([row.flip(-1) if kind == SUPERSET else row for row, kind in zip(rows, self.kinds)])
+        sums = zeta_transform(ahead)
+        return torch.stack([row if kind == SUBSET else row.flip(-1) for row, kind in zip(sums, self.kinds)])
+
+
+def _grid_factors(kind: str, high: int, low: int, dtype: torch.dtype, device: str) -> tuple[Tensor, Tensor]:
+    """L and R with sums(x) = L X R on the grid X[h, l] = x[h · 2^low + l]."""
+    upper = _subset_matrix(1 << high, dtype, device)  # [i ⊆ j], i.e. Zᵀ of the high players
+    lower = _subset_matrix(1 << low, dtype, device)
+    if kind == SUBSET:
+        return upper.T, lower
+    if kind == SUPERSET:
+        return upper, lower.T
+    return upper.T.flip(0), lower.flip(1)
+
+
+@lru_cache(maxsize=16)
+def _pair_transform(n: int, kinds: tuple[str, str], dtype: torch.dtype, device: str) -> _PairTransform:
+    return _PairTransform(n, kinds, dtype, device)
 
 
 class _Game:
@@ -242,28 +298,36 @@ class _Game:
         if form == "and":
             or_atoms = torch.zeros_like(or_atoms)
         self.or_atoms = or_atoms
+        self.atoms = torch.stack((ones, or_atoms))
         # Split variables [a⁺, a⁻, o⁺, o⁻]; the mask removes the OR atoms that do not exist.
         self.valid = torch.stack((ones, ones, or_atoms, or_atoms))
+        self.signs = torch.tensor([1.0, -1.0], dtype=v.dtype, device=v.device).view(1, 2, 1)
         self.index = torch.arange(self.size, device=v.device)
+        dtype, device = v.dtype, str(v.device)
+        self._synthesis_sums = _pair_transform(self.n, (SUBSET, COMPLEMENT), dtype, device)
+        self._analysis_sums = _pair_transform(self.n, (SUPERSET, COMPLEMENT), dtype, device)
+        self.subset_sums = _pair_transform(self.n, (SUBSET, SUBSET), dtype, device)
 
     def apply(self, x: Tensor) -> Tensor:
         """A x for split variables x of shape (4, 2^n)."""
-        return self._synthesis(x[0] - x[1], x[2] - x[3])
+        pairs = x.view(2, 2, self.size)
+        return self._synthesis(pairs[:, 0] - pairs[:, 1])
 
-    def _synthesis(self, a: Tensor, o: Tensor) -> Tensor:
-        """Z a + W o, with both subset sums in one call: out[T] = ζa(T) + Σ o − ζo(N∖T)."""
-        o = o * self.or_atoms
-        sums = _zeta(torch.stack((a, o)))
-        return sums[0] + o.sum() - sums[1].flip(-1)
+    def _synthesis(self, coefficients: Tensor) -> Tensor:
+        """Z a + W o for (2, 2^n) coefficients (a, o): out[T] = ζa(T) + Σ o − ζo(N∖T)."""
+        sums = self._synthesis_sums(coefficients * self.atoms)
+        return sums[0] + sums[1, 0] - sums[1]
 
     def adjoint(self, y: Tensor) -> Tensor:
-        """Aᵀ y as split-variable gradients (4, 2^n), zero on atoms that do not exist.
+        """(Zᵀy, Wᵀy) as (2, 2^n), zero on OR atoms that do not exist.
 
-        Zᵀy is the superset sum of y (a subset sum on the complemented index) and Wᵀ = W."""
-        sums = _zeta(torch.stack((y.flip(-1), y)))
-        zy = sums[0].flip(-1)
-        wy = (y.sum() - sums[1].flip(-1)) * self.or_atoms
-        return torch.stack((zy, -zy, wy, -wy))
+        Zᵀy is the superset sum of y, and Wᵀy = Wy = Σy − ζy(N∖T), with Σy its superset sum at ∅."""
+        sums = self._analysis_sums(y)
+        return torch.stack((sums[0], (sums[0, 0] - sums[1]) * self.or_atoms))
+
+    def split(self, gradient: Tensor) -> Tensor:
+        """(2, 2^n) atom gradients as split-variable gradients (4, 2^n): [g_a, −g_a, g_o, −g_o]."""
+        return (gradient[:, None, :] * self.signs).view(4, self.size)
 
     def solve(self, *, tol: float, max_iter: int, max_rounds: int) -> tuple:
         """One interior point whose working set grows until no coalition is violated, then polish and bound.
@@ -330,7 +394,7 @@ class _Game:
                 rows[tight_now[solved]] = False  # a misread row the support cannot hold: release it
                 continue
             polished, y = solved
-            reach = (self.adjoint(y)[::2] * self.valid[::2]).flatten()
+            reach = self.adjoint(y).flatten()
             excess = (self.apply_flat(polished) - self.v).abs() - self.b
             wrong_sign = atoms & (polished * signs <= 0)
             wrong_side = rows & (y * sides > 1e-12)
@@ -386,8 +450,7 @@ class _Game:
 
     def apply_flat(self, flat: Tensor) -> Tensor:
         """A x for x given as (AND, OR) coefficients, flattened to 2 · 2^n."""
-        and_part, or_part = flat.view(2, self.size)
-        return self._synthesis(and_part, or_part)
+        return self._synthesis(flat.view(2, self.size))
 
     def _initial_rows(self) -> Tensor:
         """The coalitions that x = 0 violates most: those with the largest |v_T|."""
@@ -427,7 +490,7 @@ class _Game:
 
     def _dual_value(self, y: Tensor) -> float:
         """vᵀy − b‖y‖₁ after scaling y so that |Aᵀy| ≤ 1 on every atom (LP dual feasibility)."""
-        reach = float((self.adjoint(y)[::2] * self.valid[::2]).abs().max())
+        reach = float(self.adjoint(y).abs().max())
         y = y / max(1.0, reach)
         return float(self.v @ y - self.b * y.abs().sum())
 
@@ -446,36 +509,60 @@ class _RestrictedIPM:
     Variables: split atoms x = [a⁺, a⁻, o⁺, o⁻] ≥ 0 (all atoms), and per working row the shifted
     noise r = q + b ∈ [0, 2b] with its slack s = 2b − r. Equalities: (A x)_R − r = v_R − b.
     Cost: Σ x + (ε/2) Σ x². Games with b = 0 have equality rows and no r.
+
+    The primal variables live in one vector p = [x, r, s] and their dual slacks in d = [z, zr, ws],
+    so that the complementarity products, step lengths and updates are one operation each: an
+    iteration costs more in per-call overhead than in arithmetic. x is held at 1 (and z at 0) on
+    the OR atoms that do not exist, which keeps every division finite; their Θ is 0, so they never
+    move.
     """
 
     def __init__(self, game: _Game, rows: Tensor) -> None:
         self.game = game
-        self.rows = rows
         self.converged = False
-        size, dtype, device = game.size, game.v.dtype, game.v.device
         count = rows.numel()
-        self.x = game.valid / size
+        filled = lambda value: torch.full((count,), value, dtype=game.v.dtype, device=game.v.device)  # noqa: E731
+        b = game.b
+        x = torch.where(game.valid > 0, 1.0 / game.size, 1.0)
+        self.y = filled(0.0)
+        self._assemble(rows, x, game.valid.clone(), filled(b), filled(b), filled(1e-2), filled(1e-2))
         self.fit = game.apply(self.x)  # A x, kept with x: the checks of every row read it
-        self.z = game.valid.clone()
-        self.y = torch.zeros(count, dtype=dtype, device=device)
-        b = game.b if game.boxed else 0.0
-        self.r = torch.full((count,), b, dtype=dtype, device=device)
-        self.s = torch.full((count,), b, dtype=dtype, device=device)
-        self.zr = torch.full((count,), 1e-2, dtype=dtype, device=device)
-        self.ws = torch.full((count,), 1e-2, dtype=dtype, device=device)
+        self.aty = torch.zeros_like(game.atoms)  # Aᵀy (as atom gradients), kept with y
         self.enlargements = 0
         self.released = torch.zeros_like(game.v, dtype=torch.bool)
-        self._index_rows()
 
-    def _index_rows(self) -> None:
-        """The gather indices of the normal matrix and the right-hand side, for the current rows."""
-        game, rows = self.game, self.rows
-        self.rhs = game.v[rows] - (game.b if game.boxed else 0.0)
+    def _assemble(self, rows: Tensor, x: Tensor, z: Tensor, r: Tensor, s: Tensor, zr: Tensor, ws: Tensor) -> None:
+        """Set the working rows and the variables, with the gather indices for those rows."""
+        game = self.game
+        if not game.boxed:
+            r = s = zr = ws = r[:0]
+        self.p = torch.cat((x.flatten(), r, s))
+        self.d = torch.cat((z.flatten(), zr, ws))
+        self.rows = rows
+        self.boxes = r.numel()
+        self.values = game.v.index_select(0, rows)
+        self.rhs = self.values - (game.b if game.boxed else 0.0)
         narrow = rows.to(torch.int32)  # half the index traffic of the |R|² gathers, same values
         self.meet = (narrow[:, None] & narrow[None, :]).flatten()
         self.outside = game.full ^ narrow
         self.join_outside = (game.full ^ (narrow[:, None] | narrow[None, :])).flatten()
-        self.pairs = float(game.valid.sum()) + (2 * rows.numel() if game.boxed else 0)
+        self.pairs = float(game.valid.sum()) + 2 * self.boxes
+        ones = torch.ones(2 * self.boxes, dtype=x.dtype, device=x.device)
+        self.paired = torch.cat((game.valid.flatten(), ones))  # 1 where p·d is a complementarity pair
+        self.unpaired = 1.0 - self.paired
+
+    @property
+    def x(self) -> Tensor:
+        return self.p[: 4 * self.game.size].view(4, self.game.size)
+
+    @property
+    def z(self) -> Tensor:
+        return self.d[: 4 * self.game.size].view(4, self.game.size)
+
+    def _boxes(self, vector: Tensor) -> tuple[Tensor, Tensor]:
+        """The row parts (r, s) of p or (zr, ws) of d."""
+        start = 4 * self.game.size
+        return vector[start : start + self.boxes], vector[start + self.boxes :]
 
     def run(self, *, tol: float, max_iter: int, max_rounds: int) -> int:
         """Iterate until μ ≤ tol with residuals at rounding level and no coalition violated,
@@ -502,8 +589,9 @@ class _RestrictedIPM:
         count = self.rows.numel()
         if not game.boxed or count <= INITIAL_ROWS:
             return
-        q = self.fit[self.rows] - game.v[self.rows]
-        inside = (q.abs() <= (1 - DROP_MARGIN) * game.b) & (torch.minimum(self.r, self.s) >= DROP_MARGIN * game.b)
+        r, s = self._boxes(self.p)
+        q = self.fit.index_select(0, self.rows) - self.values
+        inside = (q.abs() <= (1 - DROP_MARGIN) * game.b) & (torch.minimum(r, s) >= DROP_MARGIN * game.b)
         drop = inside & ~self.released[self.rows]
         candidates = int(drop.sum())
         stay = max(0, INITIAL_ROWS - (count - candidates))  # candidates that must stay after all
@@ -514,9 +602,10 @@ class _RestrictedIPM:
             drop[nearest_bound] = False
         self.released[self.rows[drop]] = True
         keep = ~drop
-        self.rows = self.rows[keep]
-        self.y, self.r, self.s, self.zr, self.ws = (t[keep] for t in (self.y, self.r, self.s, self.zr, self.ws))
-        self._index_rows()
+        zr, ws = self._boxes(self.d)
+        self.y = self.y[keep]
+        self._assemble(self.rows[keep], self.x, self.z, r[keep], s[keep], zr[keep], ws[keep])
+        self.aty = game.adjoint(self._on_all(self.y))
 
     def _enlarge(self, max_rounds: int) -> int:
         """Add the most violated coalitions to the working set; returns how many were violated."""
@@ -535,8 +624,8 @@ class _RestrictedIPM:
 
         Their shifted noise r starts at q + b moved ``ENTRY_MARGIN`` · b inside the box, their
         duals at μ/r and μ/s, so that their complementarity products equal the current μ, and
-        their multipliers at 0; what q exceeds the box by enters the primal residual, which the
-        next steps reduce."""
+        their multipliers at 0 (Aᵀy does not change); what q exceeds the box by enters the primal
+        residual, which the next steps reduce."""
         game = self.game
         mu = max(self._mu(), 1e-300)
         b = game.b
@@ -549,11 +638,9 @@ class _RestrictedIPM:
         def extend(values: Tensor, fill: Tensor) -> Tensor:
             return torch.cat((values, fill))[order]
 
+        (r, s), (zr, ws) = self._boxes(self.p), self._boxes(self.d)
         self.y = extend(self.y, torch.zeros_like(r0))
-        self.r, self.s = extend(self.r, r0), extend(self.s, s0)
-        self.zr, self.ws = extend(self.zr, mu / r0), extend(self.ws, mu / s0)
-        self.rows = rows[order]
-        self._index_rows()
+        self._assemble(rows[order], self.x, self.z, extend(r, r0), extend(s, s0), extend(zr, mu / r0), extend(ws, mu / s0))
 
     def support(self) -> Tensor:
         """Flat (AND, OR) atom indices whose split variable dominates its dual: the support."""
@@ -565,122 +652,116 @@ class _RestrictedIPM:
         """Working rows whose q sits on a bound (a slack below its dual), as coalition indices."""
         if not self.game.boxed:
             return self.rows
-        tight = (self.r < self.zr) | (self.s < self.ws)
-        return self.rows[tight]
+        (r, s), (zr, ws) = self._boxes(self.p), self._boxes(self.d)
+        return self.rows[(r < zr) | (s < ws)]
 
-    def _residuals(self) -> tuple[Tensor, Tensor, Tensor]:
-        game = self.game
-        y_full = torch.zeros_like(game.v)
-        y_full[self.rows] = self.y
-        primal = self.rhs - (self.fit[self.rows] - self.r)
-        dual = ((1.0 + game.eps * self.x) - game.adjoint(y_full) - self.z) * game.valid
-        dual_r = self.y - self.zr + self.ws if game.boxed else torch.zeros_like(self.y)
-        return primal, dual, dual_r
+    def _on_all(self, values: Tensor) -> Tensor:
+        """Working-row values as a vector over every coalition, zero off the working set."""
+        return torch.zeros_like(self.game.v).index_copy_(0, self.rows, values)
 
     def _mu(self) -> float:
-        total = float((self.x * self.z).sum())
-        if self.game.boxed:
-            total += float((self.r * self.zr).sum() + (self.s * self.ws).sum())
-        return total / self.pairs
+        return float(torch.dot(self.p, self.d)) / self.pairs
 
     def _step(self, tol: float) -> bool:
         """One predictor-corrector step; False when already converged."""
-        game = self.game
-        primal, dual, dual_r = self._residuals()
-        mu = self._mu()
-        scale_p = 1.0 + float(self.rhs.abs().max())
-        worst_dual = max(float(dual.abs().max()), float(dual_r.abs().max()) if dual_r.numel() else 0.0)
-        if mu <= tol and float(primal.abs().max()) <= 1e-11 * scale_p and worst_dual <= 1e-11:
-            return False
-        theta = torch.where(game.valid > 0, 1.0 / (self.z / self.x + game.eps), torch.zeros_like(self.x))
+        game, p, d = self.game, self.p, self.d
+        x, z = self.x, self.z
+        primal = self.rhs - self.fit.index_select(0, self.rows)
+        dual = torch.addcmul(game.valid, game.valid, x, value=game.eps) - z - game.split(self.aty)
+        dual_r = None
         if game.boxed:
-            theta_r = 1.0 / (self.zr / self.r + self.ws / self.s)
-        else:
-            theta_r = torch.zeros_like(self.y)
+            r, _ = self._boxes(p)
+            zr, ws = self._boxes(d)
+            primal = primal + r
+            dual_r = self.y - zr + ws
+        mu = float(torch.dot(p, d)) / self.pairs
+        if mu <= tol and _largest(primal) <= 1e-11 * (1.0 + _largest(self.rhs)):
+            if _largest(dual) <= 1e-11 and (dual_r is None or _largest(dual_r) <= 1e-11):
+                return False
+        rates = d / p
+        theta = game.valid / (rates[: 4 * game.size].view(4, game.size) + game.eps)
+        theta_r = None
+        if game.boxed:
+            rate_r, rate_s = self._boxes(rates)
+            theta_r = (rate_r + rate_s).reciprocal_()
         chol = self._factor(theta, theta_r)
 
-        def direction(rxz: Tensor, rrz: Tensor, rsw: Tensor) -> tuple[Tensor, ...]:
-            rho = dual - torch.where(game.valid > 0, rxz / self.x, torch.zeros_like(self.x))
-            if game.boxed:
-                rho_r = dual_r - rrz / self.r + rsw / self.s
+        def direction(pairing: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            """Newton direction (dp, dd, dy, Aᵀdy) for complementarity residual ``pairing``."""
+            w = pairing / p
+            rho = dual - w[: 4 * game.size].view(4, game.size)
+            rhs = primal + game.apply(theta * rho).index_select(0, self.rows)
+            if theta_r is not None:
+                w_r, w_s = self._boxes(w)
+                rho_r = dual_r - w_r + w_s
+                rhs = rhs - theta_r * rho_r
+            dy = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol.mT, rhs[:, None], upper=False), upper=True).view(-1)
+            reach = game.adjoint(self._on_all(dy))
+            dx = theta * (game.split(reach) - rho)
+            if theta_r is None:
+                dp = dx.view(-1)
             else:
-                rho_r = torch.zeros_like(self.y)
-            rhs = primal + game.apply(theta * rho)[self.rows] - theta_r * rho_r
-            dy = torch.cholesky_solve(rhs[:, None], chol)[:, 0]
-            dy_full = torch.zeros_like(game.v)
-            dy_full[self.rows] = dy
-            dx = theta * (game.adjoint(dy_full) - rho)
-            dz = torch.where(game.valid > 0, (rxz - self.z * dx) / self.x, torch.zeros_like(dx))
-            if not game.boxed:
-                zero = torch.zeros_like(dy)
-                return dx, zero, zero, dy, dz, zero, zero
-            dr = theta_r * (-dy - rho_r)
-            dzr = (rrz - self.zr * dr) / self.r
-            dws = (rsw + self.ws * dr) / self.s
-            return dx, dr, -dr, dy, dz, dzr, dws
+                dr = theta_r * (dy + rho_r)
+                dr = dr.neg_()
+                dp = torch.cat((dx.view(-1), dr, -dr))
+            dd = torch.addcmul(pairing, d, dp, value=-1.0).div_(p)
+            return dp, dd, dy, reach
 
-        pred = direction(-self.x * self.z, -self.r * self.zr, -self.s * self.ws)
-        alpha_p, alpha_d = self._step_lengths(pred)
-        dx, dr, ds, _, dz, dzr, dws = pred
-        affine = float(((self.x + alpha_p * dx) * (self.z + alpha_d * dz)).sum())
-        if game.boxed:
-            affine += float(((self.r + alpha_p * dr) * (self.zr + alpha_d * dzr)).sum())
-            affine += float(((self.s + alpha_p * ds) * (self.ws + alpha_d * dws)).sum())
+        products = p * d
+        dp, dd, _, _ = direction(-products)
+        alpha_p, alpha_d = _step_length(p, dp), _step_length(d + self.unpaired, dd)
+        affine = float(torch.dot(torch.add(p, dp, alpha=alpha_p), torch.add(d, dd, alpha=alpha_d)))
         sigma = min(max(affine / self.pairs / mu, 0.0), 1.0) ** 3
-        target = sigma * mu
-        corr = direction(
-            target - self.x * self.z - dx * dz,
-            target - self.r * self.zr - dr * dzr,
-            target - self.s * self.ws - ds * dws,
-        )
-        alpha_p, alpha_d = self._step_lengths(corr, fraction=0.99)
-        dx, dr, ds, dy, dz, dzr, dws = corr
-        self.x = (self.x + alpha_p * dx) * game.valid
+        pairing = (sigma * mu) * self.paired - products
+        dp, dd, dy, reach = direction(pairing.addcmul_(dp, dd, value=-1.0))
+        alpha_p, alpha_d = 0.99 * _step_length(p, dp), 0.99 * _step_length(d + self.unpaired, dd)
+        self.p = torch.add(p, dp, alpha=alpha_p)
+        self.d = torch.add(d, dd, alpha=alpha_d)
+        self.y = torch.add(self.y, dy, alpha=alpha_d)
+        self.aty = torch.add(self.aty, reach, alpha=alpha_d)
         self.fit = game.apply(self.x)
-        self.z = (self.z + alpha_d * dz) * game.valid
-        self.y = self.y + alpha_d * dy
-        if game.boxed:
-            self.r = self.r + alpha_p * dr
-            self.s = self.s + alpha_p * ds
-            self.zr = self.zr + alpha_d * dzr
-            self.ws = self.ws + alpha_d * dws
         return True
 
-    def _factor(self, theta: Tensor, theta_r: Tensor) -> Tensor:
-        """Cholesky factor of the working-row normal matrix A_R Θ A_Rᵀ + Θ_r, built by gathers.
+    def _factor(self, theta: Tensor, theta_r: Tensor | None) -> Tensor:
+        """Upper Cholesky factor U (UᵀU = M) of the working-row normal matrix M = A_R Θ A_Rᵀ + Θ_r,
+        built by gathers. The upper factor's transpose is column-major, which the triangular solves
+        take without the copy of the factor that ``cholesky_solve`` makes on every call.
 
         The OR part is formed with cancellation; when rounding costs it definiteness, a
         diagonal shift of growing size restores it (the step direction stays a descent one).
         """
         game = self.game
-        d_and = theta[0] + theta[1]
-        d_or = (theta[2] + theta[3]) * game.or_atoms
-        z_and, z_or = _zeta(torch.stack((d_and, d_or)))
+        # Θ is 0 on the OR atoms that do not exist, so these are the atom weights as they are.
+        z_and, z_or = game.subset_sums(theta.view(2, 2, game.size).sum(1))
         count = self.rows.numel()
         matrix = torch.index_select(z_and, 0, self.meet)
         matrix += torch.index_select(z_or, 0, self.join_outside)
         matrix = matrix.view(count, count)
-        edge = d_or.sum() - torch.index_select(z_or, 0, self.outside)
+        total = z_or[game.full]
+        edge = total - torch.index_select(z_or, 0, self.outside)
         matrix += edge[:, None]
         matrix += edge[None, :]
-        matrix -= d_or.sum()
-        matrix.diagonal().add_(theta_r)
-        chol, info = torch.linalg.cholesky_ex(matrix)
+        matrix -= total
+        if theta_r is not None:
+            matrix.diagonal().add_(theta_r)
+        chol, info = torch.linalg.cholesky_ex(matrix, upper=True)
         shift = 1e-14
         while int(info) != 0 and shift < 1.0:
             jitter = shift * float(matrix.diagonal().abs().max())
-            chol, info = torch.linalg.cholesky_ex(matrix + jitter * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device))
+            eye = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+            chol, info = torch.linalg.cholesky_ex(matrix + jitter * eye, upper=True)
             shift *= 100.0
         return chol
 
-    def _step_lengths(self, direction: tuple[Tensor, ...], fraction: float = 1.0) -> tuple[float, float]:
-        dx, dr, ds, _, dz, dzr, dws = direction
-        if self.game.boxed:
-            primal = _ratio(torch.cat((self.x.flatten(), self.r, self.s)), torch.cat((dx.flatten(), dr, ds)))
-            dual = _ratio(torch.cat((self.z.flatten(), self.zr, self.ws)), torch.cat((dz.flatten(), dzr, dws)))
-        else:
-            primal, dual = _ratio(self.x, dx), _ratio(self.z, dz)
-        return fraction * primal, fraction * dual
+
+def _largest(values: Tensor) -> float:
+    return float(torch.linalg.vector_norm(values, math.inf)) if values.numel() else 0.0
+
+
+def _step_length(value: Tensor, change: Tensor) -> float:
+    """Largest α ≤ 1 with value + α·change ≥ 0, for value > 0 (entries with change ≥ 0 never block)."""
+    worst = float((change / value).min())
+    return 1.0 if worst >= -1.0 else -1.0 / worst
 
 
 def _worst(mask: Tensor, badness: Tensor, count: int = 4) -> Tensor:
@@ -691,9 +772,3 @@ def _worst(mask: Tensor, badness: Tensor, count: int = 4) -> Tensor:
     chosen = torch.zeros_like(mask)
     chosen[torch.topk(scores, count).indices] = True
     return chosen
-
-
-def _ratio(value: Tensor, change: Tensor) -> float:
-    """Largest α ≤ 1 with value + α·change ≥ 0 (entries with change ≥ 0 never block)."""
-    steps = torch.where(change < 0, -value / change.clamp(max=-1e-300), torch.ones_like(value))
-    return min(1.0, float(steps.min()))
