@@ -461,12 +461,10 @@ class _Game:
 
     def _violated_rows(self, fit: Tensor, rows: Tensor) -> Tensor:
         """Coalitions outside the working set whose |q_T| exceeds b (q = ``fit`` − v, ``fit`` = A x),
-        most violated first."""
-        excess = (fit - self.v).abs() - self.b
-        excess[rows] = -math.inf
+        in index order."""
+        excess = (fit - self.v).abs_().sub_(self.b).index_fill_(0, rows, -math.inf)
         tolerance = 1e-12
-        bad = (excess > tolerance).nonzero().flatten()
-        return bad[torch.argsort(excess[bad], descending=True, stable=True)]
+        return (excess > tolerance).nonzero().view(-1)
 
     def _lower_bound(self, x: Tensor, y: Tensor, support: Tensor, tight: Tensor) -> float:
         """A lower bound on the LP optimum (scaled game), the better of two dual-feasible points.
@@ -615,7 +613,11 @@ class _RestrictedIPM:
         violated = game._violated_rows(self.fit, self.rows)
         if violated.numel() == 0 or self.enlargements >= max_rounds:
             return violated.numel()
-        self.add(violated[: max(GROWTH_MIN, int(GROWTH * self.rows.numel()))])
+        limit = max(GROWTH_MIN, int(GROWTH * self.rows.numel()))
+        if violated.numel() > limit:  # the most violated; their order does not matter, add() sorts
+            excess = (self.fit.index_select(0, violated) - game.v.index_select(0, violated)).abs()
+            violated = violated[torch.topk(excess, limit).indices]
+        self.add(violated)
         self.enlargements += 1
         return violated.numel()
 
