@@ -612,6 +612,15 @@ def test_small_games_are_solved_on_one_thread_and_the_callers_count_is_restored(
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one.I_and, two.I_and) and torch.equal(one.I_or, two.I_or)
+    # The limit: up to n = 12 one thread, larger games keep the caller's count.
+    torch.set_num_threads(2)
+    try:
+        for n, expected in ((12, 1), (13, 2)):
+            with lp._serial_when_small(1 << n, torch.device("cpu")):
+                assert torch.get_num_threads() == expected, n
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,8 +117,8 @@ violates but the working set left out. On 64 real games at n = 10 one polish fai
 (its sets did not settle in 100 corrections); one more row and 4 iterations settled it. The
 polish now hands back as soon as its first exact point violates such a row, which took the exact
 solves (an SVD each) on those 64 games from 3.6 to 2.0 a game."""
-SERIAL_UP_TO = 256
-"""Games with at most this many coalitions (n ≤ 8) are solved on one CPU thread (see
+SERIAL_UP_TO = 4096
+"""Games with at most this many coalitions (n ≤ 12) are solved on one CPU thread (see
 ``_serial_when_small``)."""
 DENSE_ZETA_UP_TO = 64
 """Games with at most this many coalitions (n ≤ 6) take their sums as one product with a dense
@@ -193,10 +193,13 @@ def solve_least_norm(
 def _serial_when_small(size: int, device: torch.device) -> Iterator[None]:
     """One CPU thread for small games, the caller's thread count restored afterwards.
 
-    A 256 × 256 factorisation is too small to share between threads: measured at n = 8 with
-    another process on the second core, two threads took 2.4 s a game against 0.14 s for one
-    (OpenMP threads wait for each other). One thread also keeps the bits independent of the
-    caller's thread count."""
+    Up to n = 12 the iteration's products and factorisations are too small to share between
+    threads. Measured on real games, alternating the two: at n = 8 with another process on the
+    second core, two threads took 2.4 s a game against 0.14 s for one (OpenMP threads wait for
+    each other); alone, 64 games at n = 10 took 8.4–8.9 s on one thread and 8.5–9.1 s on two, 16
+    at n = 12 6.5–7.1 s and 6.8–7.2 s, while 3 at n = 14 took 7.4–8.1 s on one and 5.1–5.6 s on
+    two. One thread leaves the other cores to the workflow's other jobs and keeps the bits
+    independent of the caller's thread count."""
     threads = torch.get_num_threads()
     serial = device.type == "cpu" and size <= SERIAL_UP_TO and threads > 1
     if serial:
