@@ -454,6 +454,27 @@ def _assert_same_point(result, reference, games: torch.Tensor) -> None:
     assert bool(result.converged.all())
 
 
+def _count_row_changes(lp, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts, as the interior point runs, the rows released, the released rows that rejoin and
+    the additions."""
+    counts = {"released": 0, "rejoined": 0, "additions": 0}
+    release, add = lp._RestrictedIPM._release, lp._RestrictedIPM.add
+
+    def counting_release(self) -> None:
+        before = self.rows.numel()
+        release(self)
+        counts["released"] += before - self.rows.numel()
+
+    def counting_add(self, new: torch.Tensor) -> None:
+        counts["rejoined"] += int(self.released[new].sum())
+        counts["additions"] += 1
+        add(self, new)
+
+    monkeypatch.setattr(lp._RestrictedIPM, "_release", counting_release)
+    monkeypatch.setattr(lp._RestrictedIPM, "add", counting_add)
+    return counts
+
+
 def test_released_rows_rejoin_when_violated_and_the_point_does_not_move(
     smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -466,20 +487,7 @@ def test_released_rows_rejoin_when_violated_and_the_point_does_not_move(
     every_row = lp.solve_least_norm(smooth_games, bound)
     _force_working_set(lp, monkeypatch)
     monkeypatch.setattr(lp, "DROP_MARGIN", 0.0)
-    counts = {"released": 0, "rejoined": 0}
-    release, add = lp._RestrictedIPM._release, lp._RestrictedIPM.add
-
-    def counting_release(self) -> None:
-        before = self.rows.numel()
-        release(self)
-        counts["released"] += before - self.rows.numel()
-
-    def counting_add(self, new: torch.Tensor) -> None:
-        counts["rejoined"] += int(self.released[new].sum())
-        add(self, new)
-
-    monkeypatch.setattr(lp._RestrictedIPM, "_release", counting_release)
-    monkeypatch.setattr(lp._RestrictedIPM, "add", counting_add)
+    counts = _count_row_changes(lp, monkeypatch)
     result = lp.solve_least_norm(smooth_games, bound)
     assert counts["released"] > 0 and counts["rejoined"] > 0, counts
     _assert_same_point(result, every_row, smooth_games)
@@ -617,22 +625,9 @@ def test_interior_point_invariants_hold_through_releases_and_additions(
     v = smooth_games[0].double()
     game = lp._Game(v, float(0.04 * (v[-1] - v[0]).abs()), "and-or")
     ipm = lp._RestrictedIPM(game, game._initial_rows())
-    changes = {"release": 0, "add": 0}
-    release, add = lp._RestrictedIPM._release, lp._RestrictedIPM.add
-
-    def counting_release(self) -> None:
-        before = self.rows.numel()
-        release(self)
-        changes["release"] += self.rows.numel() < before
-
-    def counting_add(self, new: torch.Tensor) -> None:
-        changes["add"] += 1
-        add(self, new)
-
-    monkeypatch.setattr(lp._RestrictedIPM, "_release", counting_release)
-    monkeypatch.setattr(lp._RestrictedIPM, "add", counting_add)
+    changes = _count_row_changes(lp, monkeypatch)
     ipm.run(tol=lp.TOL, max_iter=lp.MAX_ITER, max_rounds=lp.MAX_ROUNDS)
-    assert ipm.converged and changes["release"] > 0 and changes["add"] > 0, changes
+    assert ipm.converged and changes["released"] > 0 and changes["additions"] > 0, changes
     torch.testing.assert_close(ipm.aty, game.adjoint(ipm._on_all(ipm.y)), rtol=0, atol=1e-12)
     missing = game.valid == 0
     assert bool(missing.any())

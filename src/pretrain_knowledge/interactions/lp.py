@@ -314,8 +314,12 @@ class _Game:
 
     def apply(self, x: Tensor) -> Tensor:
         """A x for split variables x of shape (4, 2^n)."""
+        return self._synthesis(self.coefficients(x))
+
+    def coefficients(self, x: Tensor) -> Tensor:
+        """Split variables (4, 2^n) [a⁺, a⁻, o⁺, o⁻] as coefficients (2, 2^n) [a, o]."""
         pairs = x.view(2, 2, self.size)
-        return self._synthesis(pairs[:, 0] - pairs[:, 1])
+        return pairs[:, 0] - pairs[:, 1]
 
     def _synthesis(self, coefficients: Tensor) -> Tensor:
         """Z a + W o for (2, 2^n) coefficients (a, o): out[T] = ζa(T) + Σ o − ζo(N∖T)."""
@@ -341,7 +345,7 @@ class _Game:
         ipm = _RestrictedIPM(self, self._initial_rows())
         iterations = ipm.run(tol=tol, max_iter=max_iter, max_rounds=max_rounds)
         for attempt in range(POLISH_RETRIES + 1):
-            x = torch.stack((ipm.x[0] - ipm.x[1], ipm.x[2] - ipm.x[3])) * self.valid[::2]
+            x = self.coefficients(ipm.x) * self.atoms
             y = ipm._on_all(ipm.y)
             support, tight = ipm.support(), ipm.tight_rows()
             if not ipm.converged:
@@ -384,7 +388,7 @@ class _Game:
         atoms[support] = True
         rows = torch.zeros_like(self.v, dtype=torch.bool)
         rows[tight] = True
-        exists = self.valid[::2].flatten() > 0
+        exists = self.atoms.flatten() > 0
         tolerance = 1e-12
         missed = tight[:0]
         first_point = True
@@ -541,8 +545,7 @@ class _RestrictedIPM:
         self.d = torch.cat((z.flatten(), zr, ws))
         self.rows = rows
         self.boxes = r.numel()
-        self.values = game.v.index_select(0, rows)
-        self.rhs = self.values - (game.b if game.boxed else 0.0)
+        self.rhs = game.v.index_select(0, rows) - (game.b if game.boxed else 0.0)
         narrow = rows.to(torch.int32)  # half the index traffic of the |R|² gathers, same values
         self.meet = (narrow[:, None] & narrow[None, :]).flatten()
         self.outside = game.full ^ narrow
@@ -591,7 +594,7 @@ class _RestrictedIPM:
         if not game.boxed or count <= INITIAL_ROWS:
             return
         r, s = self._boxes(self.p)
-        q = self.fit.index_select(0, self.rows) - self.values
+        q = self._noise(self.rows)
         inside = (q.abs() <= (1 - DROP_MARGIN) * game.b) & (torch.minimum(r, s) >= DROP_MARGIN * game.b)
         drop = inside & ~self.released[self.rows]
         candidates = int(drop.sum())
@@ -619,8 +622,7 @@ class _RestrictedIPM:
             return count
         limit = max(GROWTH_MIN, int(GROWTH * self.rows.numel()))
         if count > limit:  # the most violated; their order does not matter, add() sorts
-            excess = (self.fit.index_select(0, violated) - game.v.index_select(0, violated)).abs()
-            violated = violated[torch.topk(excess, limit).indices]
+            violated = violated[torch.topk(self._noise(violated).abs(), limit).indices]
         self.add(violated)
         self.enlargements += 1
         return count
@@ -635,7 +637,7 @@ class _RestrictedIPM:
         game = self.game
         mu = max(self._mu(), 1e-300)
         b = game.b
-        q = self.fit[new] - game.v[new]
+        q = self._noise(new)
         r0 = (q + b).clamp(ENTRY_MARGIN * b, (2.0 - ENTRY_MARGIN) * b)
         s0 = 2.0 * b - r0
         rows = torch.cat((self.rows, new))
@@ -660,6 +662,10 @@ class _RestrictedIPM:
             return self.rows
         (r, s), (zr, ws) = self._boxes(self.p), self._boxes(self.d)
         return self.rows[(r < zr) | (s < ws)]
+
+    def _noise(self, coalitions: Tensor) -> Tensor:
+        """q = A x − v of the current iterate at ``coalitions``."""
+        return self.fit.index_select(0, coalitions) - self.game.v.index_select(0, coalitions)
 
     def _on_all(self, values: Tensor) -> Tensor:
         """Working-row values as a vector over every coalition, zero off the working set."""
@@ -707,8 +713,7 @@ class _RestrictedIPM:
             if theta_r is None:
                 dp = dx.view(-1)
             else:
-                dr = theta_r * (dy + rho_r)
-                dr = dr.neg_()
+                dr = (theta_r * (dy + rho_r)).neg_()
                 dp = torch.cat((dx.view(-1), dr, -dr))
             dd = torch.addcmul(pairing, d, dp, value=-1.0).div_(p)
             return dp, dd, dy, reach
