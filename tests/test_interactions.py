@@ -634,6 +634,30 @@ def test_interior_point_invariants_hold_through_releases_and_additions(
     assert bool((ipm.x[missing] == 1).all()) and bool((ipm.z[missing] == 0).all())
 
 
+@pytest.mark.parametrize("form", ["and-or", "and"])
+def test_interior_point_starts_at_the_games_interpolation_with_no_row_violated(
+    smooth_games: torch.Tensor, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start reproduces the game at every coalition (q = 0, brute-force Möbius coefficients),
+    every split pair is positive, the missing OR atoms sit at x = 1, and no coalition outside the
+    working set (8 of 64 rows here) is violated."""
+    from pretrain_knowledge.interactions import lp
+
+    _force_working_set(lp, monkeypatch)
+    v = smooth_games[1].double()
+    game = lp._Game(v, float(0.04 * (v[-1] - v[0]).abs()), form)
+    ipm = lp._RestrictedIPM(game, game._initial_rows())
+    assert ipm.rows.numel() == 8
+    a = torch.from_numpy(brute_and(game.v.numpy()))  # the AND interactions of v are its Möbius transform
+    coefficients = game.coefficients(ipm.x) * game.atoms
+    torch.testing.assert_close(coefficients[0], a, rtol=0, atol=1e-12)
+    assert float(coefficients[1].abs().max()) == 0.0
+    torch.testing.assert_close(ipm.fit, game.v, rtol=0, atol=1e-12)
+    assert game._violated_rows(ipm.fit, ipm.rows).numel() == 0
+    assert bool((ipm.x[game.valid > 0] >= lp.START_SHIFT).all())
+    assert bool((ipm.x[game.valid == 0] == 1).all())
+
+
 def test_small_games_are_solved_on_one_thread_and_the_callers_count_is_restored(
     smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

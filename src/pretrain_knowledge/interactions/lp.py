@@ -26,7 +26,8 @@ method therefore runs on a working set R of rows, with all atoms: its normal mat
     (W D Wᵀ)[T, T'] = ΣD_o − ζD_o(N∖T) − ζD_o(N∖T') + ζD_o(N∖(T ∪ T')),
 
 so no 2^n × 2^n matrix is formed unless every coalition is tight (qthres = 0 leaves q no room;
-then R is all of them). R starts with the coalitions of largest |v_T|. After every
+then R is all of them). R starts with the coalitions of largest |v_T|, and the iterate at the
+game's exact AND interpolation (q = 0 everywhere, so no coalition is violated yet). After every
 interior-point step one product with A (small dense products up to n = 15, a butterfly
 above) checks every coalition, and the most violated join R at once,
 at their current fit and with complementarity at the current μ; rows that sit well inside their
@@ -61,7 +62,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .transforms import coalition_orders, zeta_transform
+from .transforms import coalition_orders, moebius_transform, zeta_transform
 
 REGULARISATION = 1e-4
 """ε of the least-norm selection, relative to the game's scale max_T |v_T|."""
@@ -73,6 +74,16 @@ MAX_ROUNDS = 300
 """Default cap on working-set enlargements (at most one per iteration)."""
 INITIAL_ROWS = 64
 """Coalitions in the first working set of larger games: those with the largest |v_T|."""
+START_SHIFT = 0.03
+"""The interior point starts from the game's exact AND interpolation, with this added to both halves
+of every split atom (the game is scaled to max |v| = 1), rather than from x = 2^-n everywhere.
+
+Measured against that uniform start in one process, alternating, on real games (2 threads): 64 at
+n = 10 1.13–1.14× faster (0.01: 1.13×, 0.1: 1.11×), 96 other n = 10 games 1.11×, 64 at n = 8
+1.10×, 16 at n = 12 1.08×, 4 at n = 14 1.27×. The iterations hardly change (3,232 → 3,168 at
+n = 10); the working set is smaller while it grows, since the uniform start violates most rows.
+The result is the same optimum: identical bits on 243 of these 244 games; on the other the polish
+did not settle its sets and the interior-point iterate stands (gap 1e-7)."""
 GROWTH = 0.05
 """After each step at most this share of the working set (and at least ``GROWTH_MIN`` rows) joins it.
 
@@ -528,13 +539,25 @@ class _RestrictedIPM:
         count = rows.numel()
         filled = lambda value: torch.full((count,), value, dtype=game.v.dtype, device=game.v.device)  # noqa: E731
         b = game.b
-        x = torch.where(game.valid > 0, 1.0 / game.size, torch.ones_like(game.valid))
         self.y = filled(0.0)
+        x = self._interpolating_start()
         self._assemble(rows, x, game.valid.clone(), filled(b), filled(b), filled(1e-2), filled(1e-2))
         self.fit = game.apply(self.x)  # A x, kept with x: the checks of every row read it
         self.aty = torch.zeros_like(game.atoms)  # Aᵀy (as atom gradients), kept with y
         self.enlargements = 0
         self.released = torch.zeros_like(game.v, dtype=torch.bool)
+
+    def _interpolating_start(self) -> Tensor:
+        """Split atoms (4, 2^n) that reproduce the game exactly: the AND coefficients are its
+        Möbius transform (OR ones 0), both halves of every split pair shifted by ``START_SHIFT``.
+
+        q = 0 at every coalition, so no row is violated at the start and the working set grows
+        only as the iterate leaves the interpolation (see ``START_SHIFT``). Missing OR atoms hold
+        x = 1, as everywhere."""
+        game = self.game
+        a = moebius_transform(game.v)
+        x = torch.stack((a.clamp(min=0.0), (-a).clamp(min=0.0), torch.zeros_like(a), torch.zeros_like(a)))
+        return torch.where(game.valid > 0, x + START_SHIFT, torch.ones_like(x))
 
     def _assemble(self, rows: Tensor, x: Tensor, z: Tensor, r: Tensor, s: Tensor, zr: Tensor, ws: Tensor) -> None:
         """Set the working rows and the variables, with the gather indices for those rows."""
