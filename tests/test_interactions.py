@@ -558,6 +558,44 @@ def test_failed_polish_grows_the_working_set_and_reaches_the_optimum(
     assert float(((alone.a - every_row.a).abs() / scale).max()) > 1e-6
 
 
+def test_polish_that_misreads_its_sets_retries_once_from_a_sharpened_copy(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A polish that fails with no coalition missing from the working set gets one more try from a
+    copy of the interior point run on to a smaller residual; if that fails too, the first iterate
+    stands, with the first run's iteration count."""
+    from pretrain_knowledge.interactions import lp
+
+    v = smooth_games[:1]
+    bound = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    reference = lp.solve_least_norm(v, bound)
+    polish, calls = lp._Game._polish, []
+
+    def failing(times: int):
+        def attempt(self, x, support, tight, outside=None):
+            calls.append(outside is None)
+            if len(calls) <= times:
+                return None, tight[:0]
+            return polish(self, x, support, tight, outside)
+
+        return attempt
+
+    monkeypatch.setattr(lp._Game, "_polish", failing(1))
+    retried = lp.solve_least_norm(v, bound)
+    assert calls == [False, True]  # the regular polish, then the sharpened copy's (every row)
+    _assert_same_point(retried, reference, v)
+    assert bool(retried.converged[0]) and int(retried.iterations[0]) >= int(reference.iterations[0])
+
+    calls.clear()
+    monkeypatch.setattr(lp._Game, "_polish", failing(2))
+    stood = lp.solve_least_norm(v, bound)
+    assert calls == [False, True]
+    assert bool(stood.converged[0]) and int(stood.iterations[0]) == int(reference.iterations[0])
+    scale = v.abs().amax(-1, keepdim=True)
+    deviation = float(((stood.a - reference.a).abs() / scale).max())
+    assert 0.0 < deviation <= 1e-4, deviation  # the interior-point iterate, not the polished point
+
+
 def _sums_by_definition(x: torch.Tensor, kind: str) -> torch.Tensor:
     """ζx(T) = Σ_{S ⊆ T} x_S, Zᵀx(T) = Σ_{S ⊇ T} x_S or ζx(N∖T), from the 0/1 matrix of S ⊆ T."""
     size = x.shape[-1]
