@@ -101,8 +101,8 @@ Measured against that uniform start in one process, alternating, on real games (
 n = 10 1.13–1.14× faster (0.01: 1.13×, 0.1: 1.11×), 96 other n = 10 games 1.11×, 64 at n = 8
 1.10×, 16 at n = 12 1.08×, 4 at n = 14 1.27×. The iterations hardly change (3,232 → 3,168 at
 n = 10); the working set is smaller while it grows, since the uniform start violates most rows.
-The result is the same optimum: identical bits on 243 of these 244 games; on the other the polish
-did not settle its sets and the interior-point iterate stands (gap 1e-7)."""
+The result is the same optimum: identical bits on 243 of these 244 games; the polish of the other
+did not settle its sets from this start, and does with the retry of ``SHARPEN``."""
 GROWTH = 0.05
 """After each step at most this share of the working set (and at least ``GROWTH_MIN`` rows) joins it.
 
