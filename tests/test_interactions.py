@@ -8,6 +8,8 @@ Coalition convention: index T of a game vector has bit i set iff player i ∈ T.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -465,10 +467,10 @@ def _count_row_changes(lp, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         release(self)
         counts["released"] += before - self.rows.numel()
 
-    def counting_add(self, new: torch.Tensor) -> None:
+    def counting_add(self, new: torch.Tensor, **kwargs) -> None:
         counts["rejoined"] += int(self.released[new].sum())
         counts["additions"] += 1
-        add(self, new)
+        add(self, new, **kwargs)
 
     monkeypatch.setattr(lp._RestrictedIPM, "_release", counting_release)
     monkeypatch.setattr(lp._RestrictedIPM, "add", counting_add)
@@ -563,18 +565,19 @@ def test_polish_that_misreads_its_sets_retries_once_from_a_sharpened_copy(
 ) -> None:
     """A polish that fails with no coalition missing from the working set gets one more try from a
     copy of the interior point run on to a smaller residual; if that fails too, the first iterate
-    stands, with the first run's iteration count."""
+    stands (the copy's steps change nothing in it, though they are counted)."""
     from pretrain_knowledge.interactions import lp
 
+    _force_working_set(lp, monkeypatch)  # the copy grows and releases rows of its own
     v = smooth_games[:1]
     bound = 0.04 * (v[:, -1] - v[:, 0]).abs()
     reference = lp.solve_least_norm(v, bound)
-    polish, calls = lp._Game._polish, []
+    polish, seen = lp._Game._polish, []
 
     def failing(times: int):
         def attempt(self, x, support, tight, outside=None):
-            calls.append(outside is None)
-            if len(calls) <= times:
+            seen.append((outside is None, x.clone()))
+            if len(seen) <= times:
                 return None, tight[:0]
             return polish(self, x, support, tight, outside)
 
@@ -582,18 +585,53 @@ def test_polish_that_misreads_its_sets_retries_once_from_a_sharpened_copy(
 
     monkeypatch.setattr(lp._Game, "_polish", failing(1))
     retried = lp.solve_least_norm(v, bound)
-    assert calls == [False, True]  # the regular polish, then the sharpened copy's (every row)
+    assert [every_row for every_row, _ in seen] == [False, True]  # the regular polish, then the copy's
     _assert_same_point(retried, reference, v)
-    assert bool(retried.converged[0]) and int(retried.iterations[0]) >= int(reference.iterations[0])
+    assert bool(retried.converged[0]) and int(retried.iterations[0]) > int(reference.iterations[0])
 
-    calls.clear()
+    seen.clear()
     monkeypatch.setattr(lp._Game, "_polish", failing(2))
     stood = lp.solve_least_norm(v, bound)
-    assert calls == [False, True]
-    assert bool(stood.converged[0]) and int(stood.iterations[0]) == int(reference.iterations[0])
-    scale = v.abs().amax(-1, keepdim=True)
-    deviation = float(((stood.a - reference.a).abs() / scale).max())
-    assert 0.0 < deviation <= 1e-4, deviation  # the interior-point iterate, not the polished point
+    assert [every_row for every_row, _ in seen] == [False, True]
+    first, sharpened = seen[0][1], seen[1][1]
+    assert not torch.equal(first, sharpened)
+    scale = float(v[0].double().abs().max())
+    assert torch.equal(stood.a[0], first[0] * scale) and torch.equal(stood.o[0], first[1] * scale)
+    assert bool(stood.converged[0]) and int(stood.iterations[0]) > int(reference.iterations[0])
+
+
+@pytest.mark.parametrize("far", [False, True])
+def test_a_violated_row_joins_sqrt_mu_close_to_its_bound_late_and_far_when_asked(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch, far: bool
+) -> None:
+    """Late (small μ) a violated row enters ``ENTRY_SCALE``·√μ inside its bound, early or with
+    ``far`` ``ENTRY_MARGIN``·b, its slack and dual at complementarity μ; nothing else moves."""
+    from pretrain_knowledge.interactions import lp
+
+    _force_working_set(lp, monkeypatch)
+    v = smooth_games[2].double()
+    game = lp._Game(v, float(0.04 * (v[-1] - v[0]).abs()), "and-or")
+    ipm = lp._RestrictedIPM(game, game._initial_rows())
+    row = int(next(t for t in range(game.size) if t not in set(ipm.rows.tolist())))
+    for late in (False, True):
+        twin = ipm.fork()
+        if late:
+            twin.d = twin.d * 1e-14
+        twin.fit = twin.fit.clone()
+        twin.fit[row] = game.v[row] + 3.0 * game.b  # q = 3b: violated above
+        mu = twin._mu()
+        before = dict(zip(twin.rows.tolist(), twin._boxes(twin.p)[1].tolist()))
+        twin.add(torch.tensor([row]), far=far)
+        (r, s), (zr, ws) = twin._boxes(twin.p), twin._boxes(twin.d)
+        at = int((twin.rows == row).nonzero())
+        inside = lp.ENTRY_MARGIN * game.b if far or not late else lp.ENTRY_SCALE * math.sqrt(mu)
+        if late and not far:
+            assert inside < 0.01 * game.b
+        assert float(s[at]) == pytest.approx(inside, rel=1e-12)
+        assert float(r[at]) == pytest.approx(2.0 * game.b - inside, rel=1e-12)
+        assert float(s[at] * ws[at]) == pytest.approx(mu, rel=1e-9) and float(r[at] * zr[at]) == pytest.approx(mu, rel=1e-9)
+        after = dict(zip(twin.rows.tolist(), s.tolist()))
+        assert all(after[t] == value for t, value in before.items())
 
 
 def _sums_by_definition(x: torch.Tensor, kind: str) -> torch.Tensor:

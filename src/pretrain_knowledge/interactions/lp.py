@@ -39,11 +39,11 @@ Exact to rounding. The interior point reaches the solution along the optimal fac
 rate of ε, so a final polish reads the support and the tight coalitions off the last iterate and
 solves the optimality conditions, which are linear once those sets are known, exactly (with a few
 active-set corrections of the sets). It is kept only when every condition holds; when the sets
-cannot be settled, a copy of the interior point is run on to a smaller residual and μ and the
-polish tries once more; if that fails too, the interior-point iterate stands (up to 1e-4 of
-|v(N) − v(∅)| along the face; none of 500 real games at n = 8–14 came to that). Exactness is certified, not assumed: the dual of the final solve, corrected for
-ε, gives a lower bound on the LP optimum; ``lower_bound`` is that bound and the relative gap to
-the returned L1 is reported per game.
+cannot be settled, a copy of the interior point runs on to a smaller residual and μ and the polish
+tries once more (``SHARPEN``); if that fails too, the interior-point iterate stands, which can sit
+far from the least-norm point along the face (method.md §8). Exactness is certified, not assumed:
+the dual of the final solve, corrected for ε, gives a lower bound on the LP optimum;
+``lower_bound`` is that bound and the relative gap to the returned L1 is reported per game.
 
 Every game is solved on its own (the Python loop runs over games), so a game's result does not
 depend on the batch it came in, and repeated solves give the same bits with the same thread
@@ -75,20 +75,21 @@ RESIDUAL = 1e-11
 SHARPEN = 10.0
 SHARPEN_MU = 1e9
 SHARPEN_STEPS = 10
-"""When the polish fails with every coalition it needs in the working set, a copy of the interior
-point goes on to a residual ``SHARPEN`` times and a μ ``SHARPEN_MU`` times smaller, in at most
-this many steps, and the polish tries again from there (see :meth:`_Game.solve`).
+"""When the polish and its retries with missed coalitions have failed, a copy of the interior point
+goes on to a residual ``SHARPEN`` times and a μ ``SHARPEN_MU`` times smaller, in at most this many
+steps, and the polish tries once more from there; if that fails too, the first iterate stands.
 
 Along the optimal face the ε-problem's curvature is only ε, so a residual left in the iterate
 moves it along the face by that over ε, and the polish reads its sets from that iterate. Without
 this retry 3 of 500 real games at n = 8–14 kept their iterate (1.5e-6, 2.5e-6 and 1.2e-4 of
-|v(N) − v(∅)| from the polished point) at the previous commit; with it none did. A smaller residual alone (``SHARPEN_MU``
-1) left one of those 500 unsettled, as did 1e3 and 1e6. Tightening the residual for every game
+|v(N) − v(∅)| from the polished point); with it none did. A smaller residual alone
+(``SHARPEN_MU`` 1) left one of those 500 unsettled, as did 1e3 and 1e6. Tightening the residual for every game
 instead (1e-12) settled them too, but on some small games rounding kept the primal residual above
 it and the iterations ran to ``MAX_ITER`` (μ below 1e-50, NaN): only a copy is sharpened, with a
 cap, and the first iterate stands if the copy fails."""
 MAX_ITER = 300
-"""Default cap on the interior-point iterations of one run (a polish retry runs again under it)."""
+"""Default cap on the interior-point iterations of one run (a polish retry with missed coalitions
+runs again under it; the sharpened copy under ``SHARPEN_STEPS``)."""
 MAX_ROUNDS = 300
 """Default cap on working-set enlargements (at most one per iteration)."""
 INITIAL_ROWS = 64
@@ -385,22 +386,21 @@ class _Game:
         """One interior point whose working set grows until no coalition is violated, then polish and bound.
 
         When the polish cannot settle the sets because the exact point violates coalitions the
-        working set left out, those join it and the interior point goes on before the next try.
-        When it fails with no such coalition, the sets were misread from an iterate still off the
-        solution along the optimal face: a copy of the interior point goes on to a residual
-        ``SHARPEN`` times smaller (at most ``SHARPEN_STEPS`` steps) and the polish tries once
-        more from there. If that fails too, the first iterate stands."""
+        working set left out, those join it and the interior point goes on before the next try;
+        when it still fails, a sharpened copy of the interior point gets one more (``SHARPEN``).
+        The iterations count every step taken, the copy's included."""
         ipm = _RestrictedIPM(self, self._initial_rows())
         iterations = ipm.run(tol=tol, max_iter=max_iter, max_rounds=max_rounds)
         polished, iterations = self._polish_or_go_on(ipm, iterations, tol=tol, max_iter=max_iter, max_rounds=max_rounds)
-        if polished is None and ipm.converged:
+        if polished is None and ipm.converged and ipm.support().numel() and ipm.tight_rows().numel():
             sharp = ipm.fork()
             steps = sharp.run(tol=tol / SHARPEN_MU, max_iter=SHARPEN_STEPS, max_rounds=max_rounds, residual=RESIDUAL / SHARPEN)
+            iterations += steps
             if sharp.converged:
                 x, _, support, tight = sharp.iterate()
                 polished, _ = self._polish(x, support, tight)
                 if polished is not None:
-                    ipm, iterations = sharp, iterations + steps
+                    ipm = sharp
         x, y, support, tight = polished if polished is not None else ipm.iterate()
         lower = self._lower_bound(x, y, support, tight) * self.scale
         return x[0] * self.scale, x[1] * self.scale, lower, ipm.converged, iterations, ipm.rows.numel()
@@ -522,7 +522,7 @@ class _Game:
         return self._synthesis(flat.view(2, self.size))
 
     def _initial_rows(self) -> Tensor:
-        """The coalitions that x = 0 violates most: those with the largest |v_T|."""
+        """The coalitions with the largest |v_T|: those a sparse x violates first."""
         if not self.boxed or self.size <= max(INITIAL_ROWS, ALL_ROWS_UP_TO):
             return self.index.clone()
         count = min(INITIAL_ROWS, self.size)
@@ -708,13 +708,15 @@ class _RestrictedIPM:
         inside the box (``far``: ``ENTRY_MARGIN`` · b whatever μ), their duals at μ/r and μ/s, so
         that their complementarity products equal the current μ, and their multipliers at 0 (Aᵀy
         does not change); what q exceeds the box by enters the primal residual, which the next
-        steps reduce. Rows the polish's exact point violated join ``far``: at the iterate they may
-        sit inside their box, and entering there would leave nothing for the steps to do."""
+        steps reduce. Rows the polish's exact point violated join ``far``: at the iterate they can
+        sit just inside their bound, and entering √μ-close there left the interior point nothing to
+        do (0 steps on one real game, whose polish then failed again).
+        The distance is at least 1e-12 b, so that 2b − r stays positive in floating point."""
         game = self.game
         mu = max(self._mu(), 1e-300)
         b = game.b
         q = self._noise(new)
-        inside = ENTRY_MARGIN * b if far else min(ENTRY_MARGIN * b, ENTRY_SCALE * math.sqrt(mu))
+        inside = ENTRY_MARGIN * b if far else max(min(ENTRY_MARGIN * b, ENTRY_SCALE * math.sqrt(mu)), 1e-12 * b)
         r0 = (q + b).clamp(inside, 2.0 * b - inside)
         s0 = 2.0 * b - r0
         rows = torch.cat((self.rows, new))
