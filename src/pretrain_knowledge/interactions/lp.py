@@ -83,10 +83,10 @@ Along the optimal face the ε-problem's curvature is only ε, so a residual left
 moves it along the face by that over ε, and the polish reads its sets from that iterate. Without
 this retry 3 of 500 real games at n = 8–14 kept their iterate (1.5e-6, 2.5e-6 and 1.2e-4 of
 |v(N) − v(∅)| from the polished point); with it none did. A smaller residual alone
-(``SHARPEN_MU`` 1) left one of those 500 unsettled, as did 1e3 and 1e6. Tightening the residual for every game
-instead (1e-12) settled them too, but on some small games rounding kept the primal residual above
-it and the iterations ran to ``MAX_ITER`` (μ below 1e-50, NaN): only a copy is sharpened, with a
-cap, and the first iterate stands if the copy fails."""
+(``SHARPEN_MU`` 1) left one of those 500 unsettled, as did 1e3 and 1e6. Tightening the residual
+for every game instead (1e-12) settled them too, but on some small games rounding kept the primal
+residual above it and the iterations ran to ``MAX_ITER`` (μ below 1e-50, NaN): only a copy is
+sharpened, with a cap, and the first iterate stands if the copy fails."""
 MAX_ITER = 300
 """Default cap on the interior-point iterations of one run (a polish retry with missed coalitions
 runs again under it; the sharpened copy under ``SHARPEN_STEPS``)."""
