@@ -600,6 +600,46 @@ def test_polish_that_misreads_its_sets_retries_once_from_a_sharpened_copy(
     assert bool(stood.converged[0]) and int(stood.iterations[0]) > int(reference.iterations[0])
 
 
+@pytest.mark.parametrize("game", [0, 2])
+def test_polish_drops_every_atom_of_the_wrong_sign_in_one_correction(
+    smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch, game: int
+) -> None:
+    """An iterate can read far more atoms as support than the solution has (330 against 207 on a
+    real game at n = 10): the atoms the optimum leaves at zero although their |Aᵀy| is 1. Given 20
+    of them as support, each with the sign of its Aᵀy, the polish must reach the solve's point, and
+    every atom its first exact point gives the wrong sign must be gone from the next solve's
+    support, not only the worst four."""
+    from pretrain_knowledge.interactions import lp
+
+    v = smooth_games[game : game + 1]
+    bound = 0.04 * (v[:, -1] - v[:, 0]).abs()
+    reference = lp.solve_least_norm(v, bound)
+    problem = lp._Game(v[0].double(), float(bound[0]), "and-or")
+    exact = (torch.cat((reference.a[0], reference.o[0])) / problem.scale).double()
+    tight = ((problem.apply_flat(exact) - problem.v).abs() - problem.b).abs().lt(1e-9).nonzero().flatten()
+    (_, y, _, _), _ = problem._polish(exact.view(2, -1), exact.nonzero().flatten(), tight)
+    reach = problem.adjoint(y).flatten()
+    zero = (problem.atoms.flatten() > 0) & (exact == 0)
+    extra = torch.topk(torch.where(zero, reach.abs(), -1.0), 20).indices
+    x = exact.clone()
+    x[extra] = 1e-6 * torch.sign(reach[extra])
+    solve_sets, solves = lp._Game._solve_sets, []
+
+    def recording(self, support, tight_rows, signs, sides):
+        solved = solve_sets(self, support, tight_rows, signs, sides)
+        solves.append((support.clone(), signs.clone(), solved))
+        return solved
+
+    monkeypatch.setattr(lp._Game, "_solve_sets", recording)
+    polished, _ = problem._polish(x.view(2, -1), x.nonzero().flatten(), tight)
+    assert polished is not None, len(solves)
+    assert float((polished[0].flatten() - exact).abs().max()) <= 1e-12
+    support, signs, (values, _) = solves[0]
+    wrong = support[values[support] * signs[support] <= 0]
+    assert wrong.numel() > 4, wrong.numel()  # more than a correction of four would drop
+    assert not set(wrong.tolist()) & set(solves[1][0].tolist())
+
+
 @pytest.mark.parametrize("far", [False, True])
 def test_a_violated_row_joins_sqrt_mu_close_to_its_bound_late_and_far_when_asked(
     smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch, far: bool
