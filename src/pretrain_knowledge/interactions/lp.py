@@ -356,9 +356,8 @@ class _Game:
             or_atoms = torch.zeros_like(or_atoms)
         self.or_atoms = or_atoms
         self.atoms = torch.stack((ones, or_atoms))
-        # Split variables [a⁺, a⁻, o⁺, o⁻]; the mask removes the OR atoms that do not exist.
-        self.valid = torch.stack((ones, ones, or_atoms, or_atoms))
-        self.signs = torch.tensor([1.0, -1.0], dtype=v.dtype, device=v.device).view(1, 2, 1)
+        # Split variables [a⁺, o⁺, a⁻, o⁻]; the mask removes the OR atoms that do not exist.
+        self.valid = self.atoms.repeat(2, 1)
         self.index = torch.arange(self.size, device=v.device)
         dtype, device = v.dtype, str(v.device)
         self._synthesis_sums = _pair_transform(self.n, (SUBSET, COMPLEMENT), dtype, device)
@@ -370,9 +369,11 @@ class _Game:
         return self._synthesis(self.coefficients(x))
 
     def coefficients(self, x: Tensor) -> Tensor:
-        """Split variables (4, 2^n) [a⁺, a⁻, o⁺, o⁻] as coefficients (2, 2^n) [a, o]."""
-        pairs = x.view(2, 2, self.size)
-        return pairs[:, 0] - pairs[:, 1]
+        """Split variables (4, 2^n) [a⁺, o⁺, a⁻, o⁻] as coefficients (2, 2^n) [a, o].
+
+        The positive parts come first and the negative ones second, so that this and the other
+        conversions between the two are operations on contiguous halves."""
+        return x[:2] - x[2:]
 
     def _synthesis(self, coefficients: Tensor) -> Tensor:
         """Z a + W o for (2, 2^n) coefficients (a, o): out[T] = ζa(T) + Σ o − ζo(N∖T)."""
@@ -387,8 +388,8 @@ class _Game:
         return torch.stack((sums[0], (sums[0, 0] - sums[1]) * self.or_atoms))
 
     def split(self, gradient: Tensor) -> Tensor:
-        """(2, 2^n) atom gradients as split-variable gradients (4, 2^n): [g_a, −g_a, g_o, −g_o]."""
-        return (gradient[:, None, :] * self.signs).view(4, self.size)
+        """(2, 2^n) atom gradients as split-variable gradients (4, 2^n): [g_a, g_o, −g_a, −g_o]."""
+        return torch.cat((gradient, -gradient))
 
     def solve(self, *, tol: float, max_iter: int, max_rounds: int) -> tuple:
         """One interior point whose working set grows until no coalition is violated, then polish and bound.
@@ -581,7 +582,7 @@ class _Game:
 class _RestrictedIPM:
     """Mehrotra predictor-corrector for the ε-problem with only the rows ``rows`` constrained.
 
-    Variables: split atoms x = [a⁺, a⁻, o⁺, o⁻] ≥ 0 (all atoms), and per working row the shifted
+    Variables: split atoms x = [a⁺, o⁺, a⁻, o⁻] ≥ 0 (all atoms), and per working row the shifted
     noise r = q + b ∈ [0, 2b] with its slack s = 2b − r. Equalities: (A x)_R − r = v_R − b.
     Cost: Σ x + (ε/2) Σ x². Games with b = 0 have equality rows and no r.
 
@@ -615,7 +616,7 @@ class _RestrictedIPM:
         x = 1, as everywhere."""
         game = self.game
         a = moebius_transform(game.v)
-        x = torch.stack((a.clamp(min=0.0), (-a).clamp(min=0.0), torch.zeros_like(a), torch.zeros_like(a)))
+        x = torch.stack((a.clamp(min=0.0), torch.zeros_like(a), (-a).clamp(min=0.0), torch.zeros_like(a)))
         return torch.where(game.valid > 0, x + START_SHIFT, torch.ones_like(x))
 
     def _assemble(self, rows: Tensor, x: Tensor, z: Tensor, r: Tensor, s: Tensor, zr: Tensor, ws: Tensor) -> None:
@@ -752,7 +753,7 @@ class _RestrictedIPM:
     def support(self) -> Tensor:
         """Flat (AND, OR) atom indices whose split variable dominates its dual: the support."""
         active = (self.x > self.z) & (self.game.valid > 0)
-        either = torch.stack((active[0] | active[1], active[2] | active[3])).flatten()
+        either = (active[:2] | active[2:]).flatten()
         return either.nonzero().flatten()
 
     def tight_rows(self) -> Tensor:
@@ -843,7 +844,7 @@ class _RestrictedIPM:
         """
         game = self.game
         # Θ is 0 on the OR atoms that do not exist, so these are the atom weights as they are.
-        z_and, z_or = game.subset_sums(theta.view(2, 2, game.size).sum(1))
+        z_and, z_or = game.subset_sums(theta[:2] + theta[2:])
         count = self.rows.numel()
         matrix = torch.index_select(z_and, 0, self.meet)
         matrix += torch.index_select(z_or, 0, self.join_outside)
