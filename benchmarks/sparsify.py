@@ -90,6 +90,13 @@ def section_n10(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _first(players: Players) -> Players:
     return Players(players.grid, players.patch_ids[:1])
 
@@ -264,7 +271,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--games", type=int, default=64, help="real games at n = 10")
     parser.add_argument("--highs-games", type=int, default=64, help="of those, solved by HiGHS too")
-    parser.add_argument("--repeats", type=int, default=1, help="times per game alone and by HiGHS (least kept)")
+    parser.add_argument("--repeats", type=_positive, default=1, help="times per game alone and by HiGHS (least kept)")
     parser.add_argument("--skip-dense", action="store_true", help="skip the previous dense solver")
     parser.add_argument("--large", type=lambda s: [int(x) for x in s.split(",") if x], default=[12, 14, 16])
     parser.add_argument("--large-games", type=int, default=8)

@@ -605,10 +605,10 @@ def test_polish_drops_every_atom_of_the_wrong_sign_in_one_correction(
     smooth_games: torch.Tensor, monkeypatch: pytest.MonkeyPatch, game: int
 ) -> None:
     """An iterate can read far more atoms as support than the solution has (330 against 207 on a
-    real game at n = 10): the atoms the optimum leaves at zero although their |Aᵀy| is 1. Given 20
-    of them as support, each with the sign of its Aᵀy, the polish must reach the solve's point, and
-    every atom its first exact point gives the wrong sign must be gone from the next solve's
-    support, not only the worst four."""
+    real game at n = 10): the atoms the optimum leaves at zero although their |Aᵀy| is within ε of
+    1. Given 20 of them as support, each with the sign of its Aᵀy, the polish must reach the solve's
+    point, and every atom its first exact point gives the wrong sign must be gone from the next
+    solve's support, not only the worst four."""
     from pretrain_knowledge.interactions import lp
 
     v = smooth_games[game : game + 1]
@@ -621,6 +621,7 @@ def test_polish_drops_every_atom_of_the_wrong_sign_in_one_correction(
     reach = problem.adjoint(y).flatten()
     zero = (problem.atoms.flatten() > 0) & (exact == 0)
     extra = torch.topk(torch.where(zero, reach.abs(), -1.0), 20).indices
+    assert bool((reach[extra].abs() > 1.0 - lp.REGULARISATION).all())  # zero, yet |Aᵀy| ≈ 1
     x = exact.clone()
     x[extra] = 1e-6 * torch.sign(reach[extra])
     solve_sets, solves = lp._Game._solve_sets, []

@@ -151,17 +151,18 @@ ALL_ROWS_UP_TO = 256
 """Games with at most this many coalitions (n ≤ 8) start with every row in the working set: on 16
 real games at n = 8 that took 0.071 s a game against 0.087 s for the growing set."""
 POLISH_ROUNDS = 20
-"""Set corrections the final polish may make before it gives up (and the sharpened retry of
-``SHARPEN`` takes over).
+"""Exact solves the final polish may make (each after one correction of its sets) before it gives
+up and the sharpened retry of ``SHARPEN`` takes over.
 
-Every atom the exact point gives the wrong sign leaves the support in the same correction (the
-other changes go a few at a time): on 500 real games at n = 8–14 every polish that settled did so
-within 5 solves, and the 5 that did not settle were still unsettled after 100. Leaving four such
-atoms per correction, as before, took up to 32 solves on games that settled (game 1 of the
-benchmark: its iterate's support had 330 atoms, the solution 207) and 100 corrections were allowed;
-a failing polish of 642 tight rows then spent 6–11 s in its SVDs (now 20 solves, 3.5 s for the
-whole game). The bolder exchange can overshoot on a highly degenerate face: on 5 games at n = 6
-given 40 extra atoms whose |Aᵀy| is 1, it settled 2 and four at a time 3 (with 20 extra, 4 and 4)."""
+Every atom the exact point gives the wrong sign leaves the support in the same correction, while
+the other changes go a few at a time. On 564 real games at n = 8–14 every polish that settled did
+so within 5 solves, and the 5 first polishes that did not settle were still unsettled after 100
+(their sharpened retries settled them). Leaving only the worst four wrong-signed atoms per
+correction, as before, took up to 32 solves on games that settled (game 1 of the benchmark: its
+iterate's support had 330 atoms, the solution 207) and 100 were allowed; a failing polish of 642
+tight rows then spent 6–11 s in its SVDs (now 20 solves, 3.5 s for the whole game). The bolder
+exchange can overshoot on a highly degenerate face: on 5 games at n = 6 given 40 extra atoms
+whose |Aᵀy| is within ε of 1, it settled 2 and four at a time 3 (with 20 extra, 4 and 4)."""
 POLISH_RETRIES = 2
 """Times the interior point goes on after a failed polish, with the coalitions the exact point
 violates but the working set left out. On 64 real games at n = 10 one polish failed this way
@@ -485,9 +486,8 @@ class _Game:
                     return None, missed
             if not bool((wrong_sign | entering).any() or (wrong_side | violated).any()):
                 return (polished.view_as(x), y, atoms.nonzero().flatten(), rows.nonzero().flatten()), missed
-            # An atom of the wrong sign always leaves (the iterate's support is often too large:
-            # see POLISH_ROUNDS); the other changes go few at a time, the worst first, since the
-            # sets are nearly right and a bold exchange tends to overshoot.
+            # Every wrong-signed atom leaves (see POLISH_ROUNDS); the other changes go a few at
+            # a time, the worst first: those sets are nearly right and a bold exchange overshoots.
             wrong_side = _worst(wrong_side, y * sides)
             entering = _worst(entering, reach.abs())
             violated = _worst(violated, excess)
