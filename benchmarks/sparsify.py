@@ -111,13 +111,11 @@ def _per_game_and_highs(v: torch.Tensor, result, args: argparse.Namespace) -> li
     ours, highs, gaps, same_bits = [], [], [], 0
     torch_threads = torch.get_num_threads()
 
-    def by_highs(b: int) -> float:
+    def by_highs(b: int) -> tuple[float, float]:
+        """HiGHS's time and optimum for game ``b``."""
         start = time.perf_counter()
         optimum = highs_solution(v[b].cpu().numpy(), 0.04)[0]
-        seconds = time.perf_counter() - start
-        if len(gaps) == b:
-            gaps.append((float(result.diagnostics.l1_final[b]) - optimum) / optimum)
-        return seconds
+        return time.perf_counter() - start, optimum
 
     for b in range(v.shape[0]):
         mine, theirs = [], []
@@ -133,7 +131,9 @@ def _per_game_and_highs(v: torch.Tensor, result, args: argparse.Namespace) -> li
                 theirs.append(by_highs(b))
         ours.append(min(mine))
         if theirs:
-            highs.append(min(theirs))
+            highs.append(min(seconds for seconds, _ in theirs))
+            optimum = theirs[0][1]
+            gaps.append((float(result.diagnostics.l1_final[b]) - optimum) / optimum)
     torch.set_num_threads(torch_threads)
     ours_h = np.array(ours[:count])
     highs_a = np.array(highs)
